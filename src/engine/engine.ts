@@ -1,0 +1,286 @@
+// The engine's front door: accepts executions durably, runs them per notebook, answers for them by id.
+import { createHash, randomUUID } from 'node:crypto';
+import type { KernelProvider, KernelSession } from '../kernel/types.js';
+import type { Db } from '../store/db.js';
+import { ExecutionJournal, TERMINAL_STATES, type ExecutionKind, type ExecutionRow, type ExecutionState, type ListFilter, type NewExecution } from '../store/executions.js';
+import { KernelJournal } from '../store/kernels.js';
+import { EngineEvents } from './events.js';
+import { Execution, type ExecutionSnapshot } from './execution.js';
+import type { NbOutput } from './output-model.js';
+import { OutputFlusher } from './output-flusher.js';
+import { NotebookKernel } from './scheduler.js';
+
+export interface EngineOptions {
+  db: Db;
+  provider: KernelProvider;
+  workspaceRoot: string;
+  /** Characters of output kept per execution, in memory and in the journal (head and tail). */
+  outputBudgetChars?: number;
+  log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface SubmitRequest {
+  notebookPath: string;
+  code: string;
+  kind: ExecutionKind;
+  cellId?: string | null;
+  kernelName: string;
+}
+
+export class UnknownExecutionError extends Error {
+  constructor(id: string) {
+    super(`no execution with id '${id}' is known to this workspace's journal. Use list_executions to see recent ids.`);
+  }
+}
+
+export type Snapshot = ExecutionSnapshot & { queuePosition?: number };
+
+export const DEFAULT_OUTPUT_BUDGET_CHARS = 8 * 1024 * 1024;
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+export class Engine {
+  readonly events = new EngineEvents();
+  readonly journal: ExecutionJournal;
+  readonly kernelJournal: KernelJournal;
+  private readonly flusher: OutputFlusher;
+  private readonly notebooks = new Map<string, NotebookKernel>();
+  /** Unfinished executions, by id; finished ones are answered from the journal. */
+  private readonly live = new Map<string, { execution: Execution; kernel: NotebookKernel }>();
+  private readonly outputBudgetChars: number;
+  private readonly log: NonNullable<EngineOptions['log']>;
+
+  constructor(private readonly options: EngineOptions) {
+    this.journal = new ExecutionJournal(options.db);
+    this.kernelJournal = new KernelJournal(options.db);
+    this.outputBudgetChars = options.outputBudgetChars ?? DEFAULT_OUTPUT_BUDGET_CHARS;
+    this.log = options.log ?? (() => undefined);
+    this.flusher = new OutputFlusher(this.journal, (error) => this.log('error', 'could not journal outputs', { error: error.message }));
+  }
+
+  get provider(): KernelProvider {
+    return this.options.provider;
+  }
+
+  /**
+   * Accepts executions: all rows are committed in one transaction before this returns (and so before any kernel
+   * sees them). With `batch`, the executions share a batch id and, with `stopOnError`, the rest of the batch is
+   * cancelled at the first one that does not succeed.
+   */
+  submit(requests: SubmitRequest[], batch?: { stopOnError: boolean }): Snapshot[] {
+    const batchId = batch ? randomUUID() : null;
+    const now = Date.now();
+    const rows: NewExecution[] = requests.map((request) => ({
+      id: randomUUID(),
+      notebookPath: request.notebookPath,
+      cellId: request.cellId ?? null,
+      kind: request.kind,
+      code: request.code,
+      sourceSha256: sha256(request.code),
+      kernelName: request.kernelName,
+      batchId,
+      stopOnError: batch?.stopOnError ?? true,
+      createdAt: now,
+    }));
+    this.journal.insert(rows);
+    return rows.map((newRow) => {
+      const row: ExecutionRow = {
+        ...newRow,
+        seq: 0,
+        state: 'pending',
+        kernelId: null,
+        kernelInstance: null,
+        msgId: null,
+        executionCount: null,
+        startedAt: null,
+        finishedAt: null,
+        statusText: null,
+        errorName: null,
+        errorValue: null,
+        outputsDroppedChars: 0,
+        outputsNote: null,
+      };
+      const execution = new Execution(row, this.outputBudgetChars);
+      const kernel = this.kernelFor(row.notebookPath);
+      this.live.set(row.id, { execution, kernel });
+      kernel.enqueue(execution);
+      const position = kernel.positionOf(execution);
+      this.events.emit('execution.queued', {
+        executionId: row.id,
+        notebookPath: row.notebookPath,
+        cellId: row.cellId,
+        kind: row.kind,
+        code: row.code,
+        position,
+      });
+      return execution.snapshot(execution.state === 'pending' ? position : undefined);
+    });
+  }
+
+  /** The execution now: from memory while it is unfinished, else from the journal. */
+  get(id: string): Snapshot {
+    const entry = this.live.get(id);
+    if (entry) {
+      const { execution, kernel } = entry;
+      return execution.snapshot(execution.state === 'pending' ? kernel.positionOf(execution) : undefined);
+    }
+    const row = this.journal.get(id);
+    if (!row) throw new UnknownExecutionError(id);
+    return snapshotFromRow(row, this.journal.outputs(id) as NbOutput[], row.state === 'pending' ? this.journal.aheadOf(row) : undefined);
+  }
+
+  /**
+   * Resolves when the execution reaches a terminal state, or after `timeoutMs` with its current (non-terminal)
+   * state — the execution itself goes on. An aborted `signal` resolves early the same way.
+   */
+  async wait(id: string, timeoutMs: number, signal?: AbortSignal): Promise<Snapshot> {
+    const entry = this.live.get(id);
+    if (!entry || entry.execution.isTerminal || timeoutMs <= 0) return this.get(id);
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    const stop = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+      if (signal) {
+        onAbort = () => resolve();
+        if (signal.aborted) resolve();
+        else signal.addEventListener('abort', onAbort, { once: true });
+      }
+    });
+    try {
+      await Promise.race([entry.execution.done, stop]);
+    } finally {
+      clearTimeout(timer);
+      if (signal && onAbort) signal.removeEventListener('abort', onAbort);
+    }
+    return this.get(id);
+  }
+
+  /** Resolves when every listed execution is terminal (used by `run` and batches). */
+  async waitAll(ids: string[]): Promise<Snapshot[]> {
+    await Promise.all(ids.map((id) => this.live.get(id)?.execution.done));
+    return ids.map((id) => this.get(id));
+  }
+
+  cancel(id: string): { outcome: 'removed' | 'interrupting' | 'finished'; snapshot: Snapshot } {
+    const entry = this.live.get(id);
+    if (!entry) return { outcome: 'finished', snapshot: this.get(id) };
+    const outcome = entry.kernel.cancel(entry.execution);
+    return { outcome, snapshot: this.get(id) };
+  }
+
+  /** Interrupts the running execution of `id` with a given reason (used for per-cell timeouts). */
+  async stop(id: string, reason: 'timed_out' | 'interrupted'): Promise<void> {
+    const entry = this.live.get(id);
+    if (!entry || entry.kernel.running !== entry.execution) return;
+    await entry.kernel.interrupt(reason);
+  }
+
+  sendInput(id: string, value: string): Snapshot {
+    const entry = this.live.get(id);
+    if (!entry || entry.execution.state !== 'awaiting_input') {
+      const state = entry ? entry.execution.state : this.get(id).state;
+      throw new Error(`execution '${id}' is not waiting for input (it is ${state}). send_input only answers a pending input() prompt.`);
+    }
+    entry.kernel.answerInput(entry.execution, value);
+    return this.get(id);
+  }
+
+  list(filter: ListFilter): ExecutionRow[] {
+    return this.journal.list(filter);
+  }
+
+  countsByState(): Record<ExecutionState, number> {
+    return this.journal.countsByState();
+  }
+
+  // Kernels ------------------------------------------------------------------------------------------------
+
+  kernelFor(notebookPath: string): NotebookKernel {
+    let kernel = this.notebooks.get(notebookPath);
+    if (!kernel) {
+      kernel = new NotebookKernel(notebookPath, {
+        provider: this.options.provider,
+        journal: this.journal,
+        kernels: this.kernelJournal,
+        events: this.events,
+        flusher: this.flusher,
+        workspaceRoot: this.options.workspaceRoot,
+        onTerminal: (execution) => this.live.delete(execution.id),
+        log: this.log,
+      });
+      this.notebooks.set(notebookPath, kernel);
+    }
+    return kernel;
+  }
+
+  /** The notebook's live kernel, started with `kernelName` when there is none. */
+  startKernel(notebookPath: string, kernelName: string): Promise<KernelSession> {
+    return this.kernelFor(notebookPath).ensureKernel(kernelName);
+  }
+
+  existingKernel(notebookPath: string): NotebookKernel | undefined {
+    return this.notebooks.get(notebookPath);
+  }
+
+  kernels(): NotebookKernel[] {
+    return [...this.notebooks.values()];
+  }
+
+  async interruptKernel(notebookPath: string): Promise<boolean> {
+    const kernel = this.notebooks.get(notebookPath);
+    return kernel ? kernel.interrupt('interrupted') : false;
+  }
+
+  async restartKernel(notebookPath: string): Promise<boolean> {
+    const kernel = this.notebooks.get(notebookPath);
+    if (!kernel?.session) return false;
+    await kernel.restart();
+    return true;
+  }
+
+  async shutdownKernel(notebookPath: string): Promise<boolean> {
+    const kernel = this.notebooks.get(notebookPath);
+    if (!kernel?.session) return false;
+    await kernel.shutdown();
+    return true;
+  }
+
+  /** Stops everything: with `keepKernels` the kernels keep running for the next server process to re-attach. */
+  async close(options: { keepKernels: boolean }): Promise<void> {
+    this.flusher.close();
+    await Promise.all([...this.notebooks.values()].map((kernel) => (options.keepKernels ? kernel.detach() : kernel.shutdown('server stopped'))));
+  }
+}
+
+export function snapshotFromRow(row: ExecutionRow, outputs: NbOutput[], queuePosition?: number): Snapshot {
+  const snapshot: Snapshot = {
+    id: row.id,
+    notebookPath: row.notebookPath,
+    cellId: row.cellId,
+    kind: row.kind,
+    code: row.code,
+    sourceSha256: row.sourceSha256,
+    state: row.state,
+    executionCount: row.executionCount,
+    outputs,
+    createdAt: row.createdAt,
+    startedAt: row.startedAt,
+    finishedAt: row.finishedAt,
+    statusText: row.statusText,
+    error: row.errorName !== null ? { ename: row.errorName, evalue: row.errorValue ?? '' } : null,
+    awaitingInput: null,
+    droppedChars: row.outputsDroppedChars,
+    outputsNote: row.outputsNote,
+    kernelId: row.kernelId,
+    kernelInstance: row.kernelInstance,
+    batchId: row.batchId,
+  };
+  if (queuePosition !== undefined) snapshot.queuePosition = queuePosition;
+  return snapshot;
+}
+
+export function isTerminal(state: ExecutionState): boolean {
+  return TERMINAL_STATES.has(state);
+}
