@@ -105,8 +105,9 @@ export class Engine {
       const execution = new Execution(row, this.outputBudgetChars);
       const kernel = this.kernelFor(row.notebookPath);
       this.live.set(row.id, { execution, kernel });
-      kernel.enqueue(execution);
-      const position = kernel.positionOf(execution);
+      // Announced before it is enqueued: on an idle kernel enqueue starts it at once, and watchers must see
+      // `queued` before `started`.
+      const position = kernel.queueLength + (kernel.running ? 1 : 0);
       this.events.emit('execution.queued', {
         executionId: row.id,
         notebookPath: row.notebookPath,
@@ -115,7 +116,8 @@ export class Engine {
         code: row.code,
         position,
       });
-      return execution.snapshot(execution.state === 'pending' ? position : undefined);
+      kernel.enqueue(execution);
+      return execution.snapshot(execution.state === 'pending' ? kernel.positionOf(execution) : undefined);
     });
   }
 
@@ -247,10 +249,20 @@ export class Engine {
     return true;
   }
 
-  /** Stops everything: with `keepKernels` the kernels keep running for the next server process to re-attach. */
-  async close(options: { keepKernels: boolean }): Promise<void> {
+  /**
+   * Stops everything. `keep` leaves every kernel running for the next server process to re-attach; `shutdown`
+   * stops them all; `shutdown-idle` stops the kernels with nothing queued or running and keeps the others, so
+   * accepted work is resumed by the next start instead of lost.
+   */
+  async close(options: { kernels: 'keep' | 'shutdown' | 'shutdown-idle' }): Promise<void> {
     this.flusher.close();
-    await Promise.all([...this.notebooks.values()].map((kernel) => (options.keepKernels ? kernel.detach() : kernel.shutdown('server stopped'))));
+    await Promise.all(
+      [...this.notebooks.values()].map((kernel) => {
+        const idle = kernel.running === null && kernel.queueLength === 0;
+        if (options.kernels === 'shutdown' || (options.kernels === 'shutdown-idle' && idle)) return kernel.shutdown('server stopped');
+        return kernel.detach();
+      }),
+    );
   }
 }
 

@@ -14,8 +14,11 @@ export type StopReason = 'interrupted' | 'timed_out' | 'cancelled';
 
 export interface ExecutionHooks {
   stateChanged(execution: Execution): void;
-  outputsChanged(execution: Execution): void;
+  /** An output-bearing iopub message was applied (the message content goes to live watchers as is). */
+  outputsChanged(execution: Execution, msgType: string, content: Record<string, unknown>): void;
   executionCountKnown(execution: Execution): void;
+  /** The kernel published execute_input: the code is running now (and an interrupt will reach it). */
+  executing(execution: Execution): void;
   displayUpdated(execution: Execution, displayId: string, content: Record<string, unknown>): void;
   /** Both `execute_reply` and iopub `idle` arrived: the execution is complete. */
   completed(execution: Execution): void;
@@ -56,6 +59,8 @@ export class Execution {
   error: { ename: string; evalue: string } | null = null;
   inputRequest: InputRequest | null = null;
   stopReason: StopReason | null = null;
+  /** The kernel announced (execute_input) that it runs this code; before that an interrupt signal is ignored. */
+  executingInKernel = false;
   outputsNote: string | null = null;
   readonly outputs: OutputModel;
   private gotReply = false;
@@ -101,23 +106,25 @@ export class Execution {
           }
           return;
         case 'execute_input':
+          this.executingInKernel = true;
           if (typeof content.execution_count === 'number') this.setCount(content.execution_count);
+          this.hooks?.executing(this);
           return;
         case 'execute_result':
           if (typeof content.execution_count === 'number') this.setCount(content.execution_count);
           this.outputs.apply(type, content, this.executionCount);
-          this.hooks?.outputsChanged(this);
+          this.hooks?.outputsChanged(this, type, content);
           return;
         case 'error':
           this.error = { ename: String(content.ename ?? ''), evalue: String(content.evalue ?? '') };
           this.outputs.apply(type, content, this.executionCount);
-          this.hooks?.outputsChanged(this);
+          this.hooks?.outputsChanged(this, type, content);
           return;
         case 'stream':
         case 'display_data':
         case 'clear_output':
           this.outputs.apply(type, content, this.executionCount);
-          this.hooks?.outputsChanged(this);
+          this.hooks?.outputsChanged(this, type, content);
           return;
         case 'update_display_data': {
           const displayId = (content.transient as { display_id?: unknown } | undefined)?.display_id;

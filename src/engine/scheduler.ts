@@ -34,6 +34,8 @@ export class NotebookKernel implements ExecutionHooks {
   private readonly recent: Execution[] = [];
   readonly mux = new Multiplexer();
   private unsubscribes: Unsubscribe[] = [];
+  /** An interrupt asked for before the kernel began running the execution: sent when it does. */
+  private interruptOnStart: Execution | null = null;
   private closed = false;
 
   constructor(readonly notebookPath: string, private readonly deps: SchedulerDeps) {}
@@ -98,8 +100,7 @@ export class NotebookKernel implements ExecutionHooks {
       return 'removed';
     }
     if (this.running === execution) {
-      execution.stopReason = 'cancelled';
-      void this.interruptSession();
+      void this.interrupt('cancelled');
       return 'interrupting';
     }
     return 'finished';
@@ -107,7 +108,15 @@ export class NotebookKernel implements ExecutionHooks {
 
   /** Interrupts the running execution; `reason` decides its terminal state once the kernel reports it stopped. */
   async interrupt(reason: StopReason = 'interrupted'): Promise<boolean> {
-    if (this.running) this.running.stopReason = reason;
+    const running = this.running;
+    if (running) {
+      running.stopReason = reason;
+      // ipykernel ignores SIGINT until it dispatches the request: hold the interrupt until execute_input says it runs.
+      if (!running.executingInKernel) {
+        this.interruptOnStart = running;
+        return this.session !== null;
+      }
+    }
     return this.interruptSession();
   }
 
@@ -159,12 +168,19 @@ export class NotebookKernel implements ExecutionHooks {
     this.deps.events.emit('execution.state', { executionId: execution.id, notebookPath: this.notebookPath, state: execution.state });
   }
 
-  outputsChanged(execution: Execution): void {
+  outputsChanged(execution: Execution, msgType: string, content: Record<string, unknown>): void {
     this.deps.flusher.schedule(execution);
+    this.deps.events.emit('execution.output', { executionId: execution.id, notebookPath: this.notebookPath, cellId: execution.row.cellId, msgType, content });
   }
 
   executionCountKnown(execution: Execution): void {
     if (execution.executionCount !== null) this.deps.journal.setExecutionCount(execution.id, execution.executionCount);
+  }
+
+  executing(execution: Execution): void {
+    if (this.interruptOnStart !== execution) return;
+    this.interruptOnStart = null;
+    void this.interruptSession();
   }
 
   displayUpdated(_source: Execution, displayId: string, content: Record<string, unknown>): void {
@@ -296,6 +312,8 @@ export class NotebookKernel implements ExecutionHooks {
     this.detachListeners();
     this.session = null;
     this.deps.kernels.recordEnded(session.id, reason);
+    // Release its sockets, timers and connection file (and anything left of its process group).
+    session.shutdown().catch((error: Error) => this.deps.log('warn', 'cleanup of a dead kernel failed', { kernelId: session.id, error: error.message }));
     this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status: 'dead', detail: reason });
     const running = this.running;
     this.running = null;

@@ -1,0 +1,86 @@
+// `serve`: the MCP server over stdio (default) or Streamable HTTP, on one shared workspace.
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config.js';
+import { packageRoot } from '../kernel/kernelspecs.js';
+import { createLogger } from '../log.js';
+import { startHttpServer } from '../server/http.js';
+import { generateToken } from '../server/http-guard.js';
+import { createMcpServer } from '../server/mcp.js';
+import { Workspace } from '../server/workspace.js';
+
+export async function serve(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      workspace: { type: 'string' },
+      http: { type: 'string' },
+      token: { type: 'string' },
+      'state-dir': { type: 'string' },
+      'jupyter-url': { type: 'string' },
+      'jupyter-token': { type: 'string' },
+      'allowed-host': { type: 'string', multiple: true },
+      'allowed-origin': { type: 'string', multiple: true },
+    },
+  });
+  const config = loadConfig({
+    workspace: values.workspace,
+    stateDir: values['state-dir'],
+    http: values.http,
+    token: values.token,
+    jupyterUrl: values['jupyter-url'],
+    jupyterToken: values['jupyter-token'],
+  });
+  const log = createLogger(config.logLevel);
+  const workspace = Workspace.open(config, log);
+  log('info', 'workspace open', { workspace: config.workspace, stateDir: config.stateDir });
+
+  let stopping: Promise<void> | null = null;
+  const stop = (why: string): Promise<void> => {
+    stopping ??= (async () => {
+      log('info', 'stopping', { why });
+      await closeServers();
+      // Idle kernels are shut down; kernels with queued or running work keep running for the next start to resume.
+      await workspace.close({ shutdownIdleKernels: true });
+    })();
+    return stopping;
+  };
+  let closeServers: () => Promise<void> = async () => undefined;
+
+  if (config.http) {
+    const token = config.token ?? generateToken();
+    const root = packageRoot();
+    const http = await startHttpServer({
+      workspace,
+      createServer: () => createMcpServer(workspace),
+      host: config.http.host,
+      port: config.http.port,
+      token,
+      log,
+      ...(values['allowed-host'] ? { allowedHosts: values['allowed-host'] } : {}),
+      ...(values['allowed-origin'] ? { allowedOrigins: values['allowed-origin'] } : {}),
+      ...(root ? { staticDir: join(root, 'web') } : {}),
+    });
+    closeServers = () => http.close();
+    const shownToken = config.token ? '(the token you gave)' : token;
+    process.stderr.write(
+      `mcp-server-jupyter listening on ${http.url}/mcp\n  token: ${shownToken}\n  monitor: ${http.url}/?token=${config.token ? '<your token>' : token}\n  workspace: ${config.workspace}\n`,
+    );
+  } else {
+    const server = createMcpServer(workspace);
+    const transport = new StdioServerTransport();
+    transport.onclose = () => void stop('stdin closed').then(() => process.exit(0));
+    process.stdin.on('end', () => void stop('stdin closed').then(() => process.exit(0)));
+    await server.connect(transport);
+    closeServers = () => server.close();
+    log('info', 'serving MCP over stdio');
+  }
+
+  await new Promise<void>((resolve) => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(signal, () => void stop(signal).then(resolve));
+    }
+  });
+  return 0;
+}

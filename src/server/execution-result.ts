@@ -1,0 +1,126 @@
+// How an execution is reported to an agent, and how a tool call waits for one (progress, cancellation).
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { Snapshot } from '../engine/engine.js';
+import { renderForAgent } from './render.js';
+import { result, type ToolExtra } from './tools/common.js';
+import type { Workspace } from './workspace.js';
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)}s`;
+}
+
+export function statusLine(snapshot: Snapshot, waitedMs?: number): string {
+  const id = snapshot.id;
+  const count = snapshot.executionCount !== null ? ` [${snapshot.executionCount}]` : '';
+  const took = snapshot.startedAt !== null && snapshot.finishedAt !== null ? ` in ${seconds(snapshot.finishedAt - snapshot.startedAt)}` : '';
+  switch (snapshot.state) {
+    case 'pending':
+      return `execution ${id}: pending, ${snapshot.queuePosition ?? 0} ahead of it in the queue${waitedMs ? ` after waiting ${seconds(waitedMs)}` : ''}. Call get_execution with this execution_id (and wait_s) to pick it up.`;
+    case 'running':
+      return `execution ${id}: still running${waitedMs ? ` after ${seconds(waitedMs)}` : ''}; it goes on in the kernel. Call get_execution with this execution_id (and wait_s) to pick it up, or cancel_execution to stop it.`;
+    case 'awaiting_input':
+      return `execution ${id}: waiting for input — the code called input(${JSON.stringify(snapshot.awaitingInput?.prompt ?? '')})${snapshot.awaitingInput?.password ? ' (a password prompt)' : ''}. Answer with send_input.`;
+    case 'succeeded':
+      return `execution ${id}: succeeded${count}${took}`;
+    case 'failed':
+      return `execution ${id}: failed${count}${took} — ${snapshot.statusText ?? 'the code raised an error'}`;
+    default:
+      return `execution ${id}: ${snapshot.state}${count}${took}${snapshot.statusText ? ` — ${snapshot.statusText}` : ''}`;
+  }
+}
+
+export function structuredExecution(snapshot: Snapshot): Record<string, unknown> {
+  return {
+    execution_id: snapshot.id,
+    status: snapshot.state,
+    notebook_path: snapshot.notebookPath,
+    cell_id: snapshot.cellId,
+    execution_count: snapshot.executionCount,
+    status_text: snapshot.statusText,
+    error: snapshot.error,
+    queue_position: snapshot.queuePosition ?? null,
+    awaiting_input: snapshot.awaitingInput,
+    created_at: new Date(snapshot.createdAt).toISOString(),
+    started_at: snapshot.startedAt !== null ? new Date(snapshot.startedAt).toISOString() : null,
+    finished_at: snapshot.finishedAt !== null ? new Date(snapshot.finishedAt).toISOString() : null,
+    output_count: snapshot.outputs.length,
+    outputs_dropped_chars: snapshot.droppedChars,
+  };
+}
+
+/** The tool result for one execution: a status line, then its outputs from `outputOffset` under the budget. */
+export async function executionResult(workspace: Workspace, snapshot: Snapshot, options: { outputOffset?: number; waitedMs?: number } = {}): Promise<CallToolResult> {
+  const offset = Math.min(options.outputOffset ?? 0, snapshot.outputs.length);
+  const rendered = await renderForAgent(workspace, snapshot.notebookPath, snapshot.outputs.slice(offset), snapshot.id);
+  const notes: string[] = [];
+  if (snapshot.droppedChars > 0) notes.push(`note: ${snapshot.droppedChars} characters of output were dropped while it ran (the head and tail are kept)`);
+  if (snapshot.outputsNote) notes.push(`note: ${snapshot.outputsNote}`);
+  if (offset > 0) notes.push(`(outputs from index ${offset})`);
+  return result({
+    text: [statusLine(snapshot, options.waitedMs), ...notes].join('\n'),
+    structured: {
+      ...structuredExecution(snapshot),
+      output_offset: offset,
+      next_output_offset: snapshot.outputs.length,
+      outputs_summary: rendered.summary,
+      outputs_truncated: rendered.truncated,
+      assets: rendered.assets,
+    },
+    extra: rendered.content,
+  });
+}
+
+/**
+ * Waits for an execution to finish, to ask for input, or for `timeoutMs` — whichever comes first. Sends MCP
+ * progress notifications as it starts and produces output (when the client gave a progress token), and an MCP
+ * cancellation of the call cancels the execution (interrupting it if it runs).
+ */
+export async function waitForExecution(workspace: Workspace, ids: string[], timeoutMs: number, extra: ToolExtra): Promise<void> {
+  const engine = workspace.engine;
+  const watched = new Set(ids);
+  const progressToken = extra._meta?.progressToken;
+  let progress = 0;
+  const offs: Array<() => void> = [];
+  const notify = (message: string): void => {
+    if (progressToken === undefined) return;
+    progress += 1;
+    extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, message } }).catch(() => undefined);
+  };
+  let wakeOnInput: () => void = () => undefined;
+  const inputRequested = new Promise<void>((resolve) => {
+    wakeOnInput = resolve;
+  });
+  offs.push(
+    engine.events.on('execution.started', (event) => {
+      if (watched.has(event.executionId)) notify(`started ${event.cellId ? `cell ${event.cellId}` : event.executionId}`);
+    }),
+    engine.events.on('execution.output', (event) => {
+      if (watched.has(event.executionId)) notify(`output (${event.msgType})`);
+    }),
+    engine.events.on('execution.state', (event) => {
+      if (!watched.has(event.executionId) || event.state !== 'awaiting_input') return;
+      notify('waiting for input');
+      wakeOnInput();
+    }),
+    engine.events.on('execution.finished', (event) => {
+      if (watched.has(event.executionId)) notify(`${event.cellId ? `cell ${event.cellId}` : event.executionId}: ${event.state}`);
+    }),
+  );
+  const onAbort = (): void => {
+    for (const id of ids) engine.cancel(id);
+  };
+  extra.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (const id of ids) {
+      const left = deadline - Date.now();
+      if (left <= 0 || extra.signal.aborted) break;
+      const waited = engine.wait(id, left, extra.signal).then(() => 'done' as const);
+      const outcome = await Promise.race([waited, inputRequested.then(() => 'input' as const)]);
+      if (outcome === 'input') break;
+    }
+  } finally {
+    extra.signal.removeEventListener('abort', onAbort);
+    for (const off of offs) off();
+  }
+}

@@ -1,0 +1,31 @@
+// Builds one MCP server (one per client session) with every tool of the API registered on the shared workspace.
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { registerAssetTools } from './tools/assets.js';
+import { registerExecutionTools } from './tools/execution.js';
+import { registerKernelTools } from './tools/kernels.js';
+import { registerNotebookTools } from './tools/notebooks.js';
+import { registerServerTools } from './tools/server-status.js';
+import { registerSyncTools } from './tools/sync.js';
+import { registerVariableTools } from './tools/variables.js';
+import { VERSION } from './version.js';
+import type { Workspace } from './workspace.js';
+
+const INSTRUCTIONS = `A durable Jupyter workspace. Every call names its notebook (notebook_path, relative to the workspace root); there is no "current notebook".
+Cells are best named by cell_id (read_notebook lists them). execute_cell writes outputs into the notebook; execute_code does not touch the file.
+A call that waits past timeout_s answers "running" with an execution_id: the work goes on, and get_execution (with wait_s) picks it up.
+Executions survive restarts of this server: an execution_id always answers.`;
+
+export function createMcpServer(workspace: Workspace): McpServer {
+  const server = new McpServer(
+    { name: 'mcp-server-jupyter', title: 'Jupyter workspace', version: VERSION },
+    { capabilities: { tools: {}, logging: {} }, instructions: INSTRUCTIONS },
+  );
+  registerNotebookTools(server, workspace);
+  registerExecutionTools(server, workspace);
+  registerSyncTools(server, workspace);
+  registerKernelTools(server, workspace);
+  registerVariableTools(server, workspace);
+  registerAssetTools(server, workspace, workspace.assets);
+  registerServerTools(server, workspace);
+  return server;
+}

@@ -1,0 +1,108 @@
+// One workspace served by this process: config, journal, engine and notebooks, shared by every MCP session.
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../config.js';
+import { Engine } from '../engine/engine.js';
+import { LocalKernelProvider } from '../kernel/local-provider.js';
+import type { KernelProvider } from '../kernel/types.js';
+import type { Logger } from '../log.js';
+import { AssetStore } from '../notebook/assets.js';
+import { NotebookStore } from '../notebook/notebooks.js';
+import { openDatabase, type Db } from '../store/db.js';
+import type { ExecutionState } from '../store/executions.js';
+import { NotebookOutputWriter } from './output-writer.js';
+import { VERSION } from './version.js';
+
+export interface KernelStatusEntry {
+  notebookPath: string;
+  kernelId: string | null;
+  kernelName: string | null;
+  location: string | null;
+  status: string;
+  instance: number | null;
+  queueLength: number;
+  running: string | null;
+}
+
+export interface ServerStatus {
+  version: string;
+  uptimeS: number;
+  workspace: string;
+  stateDir: string;
+  kernels: KernelStatusEntry[];
+  queueDepth: number;
+  executionsByState: Record<ExecutionState, number>;
+  databaseBytes: number;
+  eventClients: number;
+}
+
+export class Workspace {
+  readonly startedAt = Date.now();
+  readonly engine: Engine;
+  readonly notebooks: NotebookStore;
+  readonly assets: AssetStore;
+  private readonly outputWriter: NotebookOutputWriter;
+  /** Set by the HTTP layer: how many live event connections there are. */
+  eventClientCount: () => number = () => 0;
+
+  private constructor(readonly config: Config, readonly db: Db, provider: KernelProvider, readonly log: Logger) {
+    this.engine = new Engine({ db, provider, workspaceRoot: config.workspace, outputBudgetChars: config.outputBudgetChars, log });
+    this.assets = new AssetStore({ workspaceRoot: config.workspace, db });
+    // Every save of a notebook renews the leases of the assets it owns.
+    this.notebooks = new NotebookStore({ workspaceRoot: config.workspace, stateDir: config.stateDir, onSaved: (path) => this.assets.renewForNotebook(path) });
+    this.outputWriter = new NotebookOutputWriter(this.engine, this.notebooks, this.assets, log);
+  }
+
+  static open(config: Config, log: Logger, provider?: KernelProvider): Workspace {
+    const db = openDatabase(join(config.stateDir, 'state.db'));
+    const kernels = provider ?? new LocalKernelProvider({ runtimeDir: join(config.stateDir, 'kernels'), workspace: config.workspace });
+    return new Workspace(config, db, kernels, log);
+  }
+
+  /** Resolves when every output write that was started has landed in its notebook. */
+  settled(): Promise<void> {
+    return this.outputWriter.idle();
+  }
+
+  status(): ServerStatus {
+    const kernels: KernelStatusEntry[] = this.engine.kernels().map((kernel) => ({
+      notebookPath: kernel.notebookPath,
+      kernelId: kernel.session?.id ?? null,
+      kernelName: kernel.session?.kernelName ?? null,
+      location: kernel.session?.location ?? null,
+      status: kernel.session?.status ?? 'not started',
+      instance: kernel.session?.instance ?? null,
+      queueLength: kernel.queueLength,
+      running: kernel.running?.id ?? null,
+    }));
+    let databaseBytes = 0;
+    for (const suffix of ['', '-wal']) {
+      try {
+        databaseBytes += statSync(join(this.config.stateDir, `state.db${suffix}`)).size;
+      } catch {
+        // The WAL file may not exist yet.
+      }
+    }
+    return {
+      version: VERSION,
+      uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+      workspace: this.config.workspace,
+      stateDir: this.config.stateDir,
+      kernels,
+      queueDepth: kernels.reduce((sum, kernel) => sum + kernel.queueLength, 0),
+      executionsByState: this.engine.countsByState(),
+      databaseBytes,
+      eventClients: this.eventClientCount(),
+    };
+  }
+
+  /**
+   * Stops serving. By default kernels keep running so a restarted server can re-attach to them; `shutdownIdleKernels`
+   * stops those with no queued or running work (a normal exit), `shutdownKernels` stops all.
+   */
+  async close(options: { shutdownKernels?: boolean; shutdownIdleKernels?: boolean } = {}): Promise<void> {
+    await this.engine.close({ kernels: options.shutdownKernels ? 'shutdown' : options.shutdownIdleKernels ? 'shutdown-idle' : 'keep' });
+    await this.outputWriter.idle();
+    this.db.close();
+  }
+}
