@@ -8,7 +8,7 @@ import { NotebookFormatError } from './notebook/nbformat.js';
 
 const USAGE = `usage:
   mcp-server-jupyter serve [--workspace DIR] [--http [HOST:]PORT] [--token T] [--state-dir DIR]
-                           [--jupyter-url URL --jupyter-token T]
+                           [--jupyter-url URL --jupyter-token T] [--resume-on-new-kernel]
   mcp-server-jupyter run NOTEBOOK [--output OUT] [--kernel NAME] [--timeout S] [--allow-errors]
   mcp-server-jupyter doctor [--workspace DIR]
 `;

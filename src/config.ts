@@ -18,6 +18,8 @@ export interface Config {
   /** Bytes of one image in a tool result. */
   maxImageBytes: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** After a restart, replay pending executions whose kernel is gone on a new kernel (default: they end lost). */
+  resumeOnNewKernel: boolean;
 }
 
 export class ConfigError extends Error {}
@@ -29,6 +31,7 @@ export interface ConfigInput {
   token?: string | undefined;
   jupyterUrl?: string | undefined;
   jupyterToken?: string | undefined;
+  resumeOnNewKernel?: boolean | undefined;
 }
 
 function positiveInt(name: string, raw: string | undefined, fallback: number): number {
@@ -78,5 +81,6 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     maxOutputChars: positiveInt('MCP_JUPYTER_MAX_OUTPUT_CHARS', env.MCP_JUPYTER_MAX_OUTPUT_CHARS, 20_000),
     maxImageBytes: positiveInt('MCP_JUPYTER_MAX_IMAGE_BYTES', env.MCP_JUPYTER_MAX_IMAGE_BYTES, 400 * 1024),
     logLevel,
+    resumeOnNewKernel: input.resumeOnNewKernel ?? env.MCP_JUPYTER_RESUME_ON_NEW_KERNEL === '1',
   };
 }

@@ -7,7 +7,7 @@ import { Engine, type Snapshot } from '../engine/engine.js';
 import { findKernelspec } from '../kernel/kernelspecs.js';
 import { LocalKernelProvider } from '../kernel/local-provider.js';
 import { writeFileAtomic } from '../notebook/atomic-write.js';
-import { joinText, kernelspecOf, outputToDiskForm, parseNotebook, serializeNotebook, type CodeCell, type Output } from '../notebook/nbformat.js';
+import { joinText, kernelspecOf, outputToDiskForm, parseNotebook, serializeNotebook, type CodeCell, type JsonObject, type Output } from '../notebook/nbformat.js';
 import { stripAnsi } from '../notebook/ansi.js';
 import { openDatabase } from '../store/db.js';
 import { RunProgress, type ProgressStream } from './progress.js';
@@ -65,6 +65,23 @@ async function checkWritable(path: string): Promise<void> {
   }
 }
 
+/**
+ * The kernel's own `language_info` (version, lexer, file extension), which nbconvert and Jupyter front ends write
+ * into the notebook's metadata. Best effort: a dead or wedged kernel leaves the metadata as it was.
+ */
+async function kernelLanguageInfo(engine: Engine, notebookPath: string): Promise<JsonObject | undefined> {
+  const session = engine.existingKernel(notebookPath)?.session;
+  if (!session || session.status === 'dead') return undefined;
+  try {
+    // On control: it answers even if the last cell left the shell busy.
+    const reply = await session.request('control', 'kernel_info_request', {}, 5_000);
+    const info = reply.content['language_info'];
+    return typeof info === 'object' && info !== null && !Array.isArray(info) ? (info as JsonObject) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function cellLabel(index: number, cellId: string | null): string {
   return `cell ${index + 1}${cellId ? ` (${cellId})` : ''}`;
 }
@@ -105,6 +122,7 @@ export async function runNotebook(options: RunOptions, stderr: ProgressStream): 
   });
 
   let snapshots: Snapshot[] = [];
+  let languageInfo: JsonObject | undefined;
   try {
     const accepted = engine.submit(
       codeCells.map(({ cell }) => ({ notebookPath, code: joinText(cell.source), kind: 'cell' as const, cellId: cell.id ?? null, kernelName })),
@@ -115,6 +133,7 @@ export async function runNotebook(options: RunOptions, stderr: ProgressStream): 
       if (entry) labels.set(snapshot.id, cellLabel(entry.index, entry.cell.id ?? null));
     });
     snapshots = await engine.waitAll(accepted.map((snapshot) => snapshot.id));
+    languageInfo = await kernelLanguageInfo(engine, notebookPath);
   } finally {
     progress.end();
     for (const timer of timers.values()) clearTimeout(timer);
@@ -129,6 +148,7 @@ export async function runNotebook(options: RunOptions, stderr: ProgressStream): 
     entry.cell.outputs = snapshot.outputs.map((output) => outputToDiskForm(structuredClone(output) as unknown as Output));
     entry.cell.execution_count = snapshot.executionCount;
   });
+  if (languageInfo) notebook.metadata['language_info'] = languageInfo;
   await writeFileAtomic(outputPath, serializeNotebook(notebook));
 
   const problems = snapshots

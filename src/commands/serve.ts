@@ -22,6 +22,7 @@ export async function serve(argv: string[]): Promise<number> {
       'jupyter-token': { type: 'string' },
       'allowed-host': { type: 'string', multiple: true },
       'allowed-origin': { type: 'string', multiple: true },
+      'resume-on-new-kernel': { type: 'boolean' },
     },
   });
   const config = loadConfig({
@@ -31,10 +32,17 @@ export async function serve(argv: string[]): Promise<number> {
     token: values.token,
     jupyterUrl: values['jupyter-url'],
     jupyterToken: values['jupyter-token'],
+    resumeOnNewKernel: values['resume-on-new-kernel'],
   });
   const log = createLogger(config.logLevel);
   const workspace = Workspace.open(config, log);
   log('info', 'workspace open', { workspace: config.workspace, stateDir: config.stateDir });
+  // Serving starts right away; each notebook's new work waits behind its own recovery.
+  const recovery = workspace.engine.recover({ resumeOnNewKernel: config.resumeOnNewKernel });
+  recovery.done.then(
+    () => log('info', 'recovery finished', { notebooks: recovery.notebooks, running: recovery.running, pending: recovery.pending }),
+    (error: Error) => log('error', 'recovery failed', { error: error.message }),
+  );
 
   let stopping: Promise<void> | null = null;
   const stop = (why: string): Promise<void> => {

@@ -197,6 +197,49 @@ export class Engine {
     return this.journal.countsByState();
   }
 
+  /**
+   * After a restart: every unfinished execution of the journal is taken over in its original order, and every
+   * kernel recorded live is re-attached (or its work ends `lost`, or with `resumeOnNewKernel` replays on a new
+   * kernel). Returns at once with what was found; re-attaching goes on in the background per notebook, and a
+   * notebook's new work waits behind its recovery.
+   */
+  recover(options: { resumeOnNewKernel: boolean }): { notebooks: number; running: number; pending: number; kernels: number; done: Promise<void> } {
+    const active = this.journal.active();
+    const kernelRows = this.kernelJournal.live();
+    const notebooks = new Set([...active.map((row) => row.notebookPath), ...kernelRows.map((row) => row.notebookPath)]);
+    let running = 0;
+    let pending = 0;
+    const tasks: Promise<void>[] = [];
+    for (const notebookPath of notebooks) {
+      const rows = kernelRows.filter((row) => row.notebookPath === notebookPath);
+      const stored = rows[rows.length - 1] ?? null;
+      // Older rows for the same notebook are kernels the previous process had already replaced.
+      for (const old of rows.slice(0, -1)) this.kernelJournal.recordEnded(old.stored.id, 'superseded by a newer kernel of the same notebook');
+      const kernel = this.kernelFor(notebookPath);
+      let runningExecution: Execution | null = null;
+      const pendingExecutions: Execution[] = [];
+      for (const row of active.filter((candidate) => candidate.notebookPath === notebookPath)) {
+        const execution = new Execution(row, this.outputBudgetChars);
+        this.live.set(row.id, { execution, kernel });
+        if (row.state === 'pending') {
+          pendingExecutions.push(execution);
+          pending += 1;
+        } else if (runningExecution === null && row.msgId && stored && row.kernelId === stored.stored.id) {
+          execution.outputs.restore(this.journal.outputs(row.id) as NbOutput[]);
+          runningExecution = execution;
+          running += 1;
+        } else {
+          // Running on a kernel that is no longer the notebook's: nothing will ever report its end.
+          running += 1;
+          tasks.push(Promise.resolve().then(() => kernel.endOrphan(execution)));
+        }
+      }
+      tasks.push(kernel.recover({ stored, running: runningExecution, pending: pendingExecutions, resumeOnNewKernel: options.resumeOnNewKernel }));
+    }
+    this.log('info', 'recovering', { notebooks: notebooks.size, running, pending, kernels: kernelRows.length });
+    return { notebooks: notebooks.size, running, pending, kernels: kernelRows.length, done: Promise.all(tasks).then(() => undefined) };
+  }
+
   // Kernels ------------------------------------------------------------------------------------------------
 
   kernelFor(notebookPath: string): NotebookKernel {

@@ -81,6 +81,25 @@ export class OutputModel {
     return changed;
   }
 
+  /**
+   * Loads outputs journaled by an earlier server process (crash recovery), as the starting state: they are
+   * already stored, so they are not reported as changes. A trailing stream keeps merging with new text.
+   */
+  restore(outputs: readonly NbOutput[]): void {
+    this.slots = outputs.map((output) => {
+      if (output.output_type === 'stream') {
+        const stream = new StreamText(Math.max(1024, Math.floor(this.budgetChars / 2)));
+        stream.append(String(output.text ?? ''));
+        return { output: { ...output, text: '' }, stream, size: 0 };
+      }
+      return { output, size: 0 };
+    });
+    this.total = 0;
+    for (const slot of this.slots) this.resize(slot);
+    this.dirty.clear();
+    this.countChanged = false;
+  }
+
   hasDisplay(displayId: string): boolean {
     return this.slots.some((slot) => slot.displayId === displayId);
   }

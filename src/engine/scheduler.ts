@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { KernelProvider, KernelSession, Unsubscribe } from '../kernel/types.js';
 import type { ExecutionJournal, ExecutionState } from '../store/executions.js';
-import type { KernelJournal } from '../store/kernels.js';
+import type { KernelJournal, KernelRow } from '../store/kernels.js';
 import type { EngineEvents } from './events.js';
 import { Execution, type ExecutionHooks, type StopReason } from './execution.js';
 import { Multiplexer } from './multiplexer.js';
@@ -36,6 +36,8 @@ export class NotebookKernel implements ExecutionHooks {
   private unsubscribes: Unsubscribe[] = [];
   /** An interrupt asked for before the kernel began running the execution: sent when it does. */
   private interruptOnStart: Execution | null = null;
+  /** While true, recovery owns this queue: nothing new is sent until it has re-attached (or given up). */
+  private recovering = false;
   private closed = false;
 
   constructor(readonly notebookPath: string, private readonly deps: SchedulerDeps) {}
@@ -89,6 +91,85 @@ export class NotebookKernel implements ExecutionHooks {
       session.onStatus((status) => this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status })),
       session.onDeath((reason) => this.kernelDied(session, reason)),
     ];
+  }
+
+  /**
+   * Takes over after a server restart: re-attaches to the kernel found in the journal, catches the end of the
+   * execution that was running, then runs the pending ones in their original order. Nothing that may have
+   * reached the kernel is sent again.
+   */
+  async recover(work: { stored: KernelRow | null; running: Execution | null; pending: Execution[]; resumeOnNewKernel: boolean }): Promise<void> {
+    this.recovering = true;
+    for (const execution of work.pending) {
+      execution.hooks = this;
+      this.queue.push(execution);
+    }
+    if (work.running) work.running.hooks = this;
+    let session: KernelSession | null = null;
+    if (work.stored) {
+      session = await this.deps.provider.attach(work.stored.stored).catch((error: Error) => {
+        this.deps.log('warn', 'could not re-attach a kernel', { notebook: this.notebookPath, kernelId: work.stored?.stored.id, error: error.message });
+        return null;
+      });
+      if (!session) this.deps.kernels.recordEnded(work.stored.stored.id, 'gone when the server restarted');
+    }
+    this.recovering = false;
+    if (session) {
+      this.adopt(session);
+      this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status: 'started', detail: 're-attached after a server restart' });
+      if (work.running) this.catchEndOf(session, work.running);
+      this.pump();
+      return;
+    }
+    if (work.running) {
+      const how = work.stored ? 'its kernel was gone when the server restarted' : 'no kernel was recorded for it';
+      this.finish(work.running, 'lost', `${how}; ${KERNEL_LOST_TEXT}`);
+    }
+    if (this.queue.length === 0) return;
+    if (work.resumeOnNewKernel) {
+      for (const execution of this.queue) execution.outputsNote = 'resumed on a new kernel after a server restart: kernel state was reset before it ran';
+      this.pump();
+      return;
+    }
+    this.endPending(
+      'lost',
+      `not run: its kernel was gone when the server restarted; ${KERNEL_LOST_TEXT}. Re-run the notebook from the top (run_all_cells), or start the server with --resume-on-new-kernel to replay pending work on a new kernel.`,
+    );
+  }
+
+  /**
+   * The execution that was running when the previous server died. Its remaining messages come to us (same
+   * routing identity); a fence request queued behind it on the shell channel tells us when the kernel has moved
+   * past it — if it has not completed by then, it ended while nobody was listening.
+   */
+  private catchEndOf(session: KernelSession, execution: Execution): void {
+    this.running = execution;
+    execution.outputsNote = 'the server restarted while this ran: outputs printed while it was down are missing';
+    this.mux.register(execution.msgId ?? '', (message) => execution.handle(message));
+    if (execution.state === 'awaiting_input') {
+      // The prompt went to the dead server; nobody can answer it now. Interrupting ends input() cleanly.
+      execution.inputRequest = null;
+      void this.interrupt('interrupted');
+    }
+    const fence = session.createMessage('shell', 'kernel_info_request', {});
+    // iopub is ordered: the fence's `idle` comes after the running execution's own `idle` (the shell reply
+    // alone could overtake it).
+    this.mux.register(fence.header.msg_id, (message) => {
+      if (message.channel !== 'iopub' || message.header.msg_type !== 'status' || message.content.execution_state !== 'idle') return;
+      this.mux.unregister(fence.header.msg_id);
+      this.finish(
+        execution,
+        'lost',
+        'it ended while the server was down: its result and the outputs it printed meanwhile were not observed (kernel state was kept)',
+      );
+    });
+    session.send(fence).catch((error: Error) => this.deps.log('warn', 'recovery fence could not be sent', { error: error.message }));
+  }
+
+  /** An execution journaled as running on a kernel that is not this notebook's any more. */
+  endOrphan(execution: Execution): void {
+    execution.hooks = this;
+    this.finish(execution, 'lost', `its kernel was gone when the server restarted; ${KERNEL_LOST_TEXT}`);
   }
 
   cancel(execution: Execution): 'removed' | 'interrupting' | 'finished' {
@@ -206,7 +287,7 @@ export class NotebookKernel implements ExecutionHooks {
   // Internals ----------------------------------------------------------------------------------------------
 
   private pump(): void {
-    if (this.closed || this.running || this.queue.length === 0) return;
+    if (this.closed || this.recovering || this.running || this.queue.length === 0) return;
     const session = this.session;
     // A restart in progress calls pump() again when the kernel is back.
     if (session?.status === 'restarting') return;

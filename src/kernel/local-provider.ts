@@ -45,6 +45,8 @@ interface LocalDetails {
   env: Record<string, string>;
   interruptMode: 'signal' | 'message';
   instance: number;
+  /** The previous server's client session id, reused so in-flight replies reach the re-attached sockets. */
+  clientSession?: string;
 }
 
 export class LocalKernelProvider implements KernelProvider {
@@ -109,7 +111,7 @@ export class LocalKernelProvider implements KernelProvider {
       logFile: details.logFile,
     };
     const kernelProcess: KernelProcess = { pid: details.pid, startTime: details.startTime };
-    const session = this.session(stored.id, stored.kernelName, details.interruptMode, plan, kernelProcess, details.instance);
+    const session = this.session(stored.id, stored.kernelName, details.interruptMode, plan, kernelProcess, details.instance, details.clientSession);
     try {
       // On control: it answers even while a cell is running on shell.
       await session.waitReady(ATTACH_TIMEOUT_MS, 'control');
@@ -127,6 +129,7 @@ export class LocalKernelProvider implements KernelProvider {
     plan: LaunchPlan,
     kernelProcess: KernelProcess,
     instance: number,
+    clientSession?: string,
   ): LocalKernelSession {
     return new LocalKernelSession({
       id,
@@ -139,6 +142,7 @@ export class LocalKernelProvider implements KernelProvider {
       instance,
       relaunch: () => launch(plan),
       storedDetails: { argv: plan.argv, cwd: plan.cwd, env: plan.env },
+      ...(clientSession ? { clientSession } : {}),
     });
   }
 }
@@ -211,7 +215,7 @@ async function launch(plan: LaunchPlan): Promise<KernelProcess> {
 }
 
 function parseDetails(details: Record<string, unknown>): LocalDetails | undefined {
-  const { connection, connectionFile, logFile, pid, startTime, argv, cwd, env, interruptMode, instance } = details;
+  const { connection, connectionFile, logFile, pid, startTime, argv, cwd, env, interruptMode, instance, clientSession } = details;
   if (!isConnectionInfo(connection)) return undefined;
   if (typeof connectionFile !== 'string' || typeof logFile !== 'string' || typeof cwd !== 'string') return undefined;
   if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return undefined;
@@ -231,6 +235,7 @@ function parseDetails(details: Record<string, unknown>): LocalDetails | undefine
     env: env as Record<string, string>,
     interruptMode,
     instance,
+    ...(typeof clientSession === 'string' && clientSession.length > 0 ? { clientSession } : {}),
   };
 }
 

@@ -47,6 +47,11 @@ export interface LocalSessionOptions {
   relaunch: () => Promise<KernelProcess>;
   /** Whatever else the provider needs in `toStored().details` to restart this kernel after a server restart. */
   storedDetails: Record<string, unknown>;
+  /**
+   * The client session id to use (default: a new one). Re-attaching with the previous server's id gives our
+   * sockets its ZeroMQ routing identity, so replies to requests it sent (an execute_reply) reach us.
+   */
+  clientSession?: string;
 }
 
 interface TrackedProcess extends KernelProcess {
@@ -76,7 +81,7 @@ export class LocalKernelSession implements KernelSession {
   readonly kernelName: string;
   readonly location = 'local';
   /** Our client session id (header.session and the routing id of our sockets). */
-  readonly clientSession = randomUUID();
+  readonly clientSession: string;
   readonly connectionFile: string;
   readonly logFile: string;
 
@@ -107,6 +112,7 @@ export class LocalKernelSession implements KernelSession {
   private readonly deathListeners = new Set<(reason: string) => void>();
 
   constructor(options: LocalSessionOptions) {
+    this.clientSession = options.clientSession ?? randomUUID();
     this.options = options;
     this.id = options.id;
     this.kernelName = options.kernelName;
@@ -302,6 +308,7 @@ export class LocalKernelSession implements KernelSession {
         pid: this.proc.pid,
         startTime: this.proc.startTime,
         interruptMode: this.options.interruptMode,
+        clientSession: this.clientSession,
         instance: this.instanceNumber,
       },
     };

@@ -109,7 +109,7 @@ def inspect_variable(name, max_chars):
 /** A Python expression that runs `program` plus `call` in a private dict and returns the call's result as JSON. */
 function expressionFor(program: string, call: string): string {
   const whole = `${program}\nimport json as __json\n__result = __json.dumps(${call}, default=str)\n`;
-  return `(lambda d: (exec(${JSON.stringify(whole)}, d), d['__result'])[1])({'__builtins__': __builtins__})`;
+  return `(lambda d: (exec(${JSON.stringify(whole)}, d), d['__result'])[1])({'__builtins__': __builtins__, 'get_ipython': get_ipython})`;
 }
 
 /** Decodes the `text/plain` repr of a Python str that holds ASCII JSON (json.dumps escapes all non-ASCII). */

@@ -68,8 +68,12 @@ export async function startStdioServer(workspace = makeWorkspace(), extraArgs: s
 }
 
 /** `serve --http` on a free port; resolves once it prints where it listens. */
-export async function startHttpServerProcess(workspace = makeWorkspace(), token = 'test-token-0123456789'): Promise<{ url: string; token: string; child: ChildProcess; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--workspace', workspace, '--http', '127.0.0.1:0', '--token', token], {
+export async function startHttpServerProcess(
+  workspace = makeWorkspace(),
+  token = 'test-token-0123456789',
+  extraArgs: string[] = [],
+): Promise<{ url: string; token: string; child: ChildProcess; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--workspace', workspace, '--http', '127.0.0.1:0', '--token', token, ...extraArgs], {
     env: { ...process.env, MCP_JUPYTER_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

@@ -99,9 +99,14 @@ export function defineTool<Input extends ZodRawShape, Output extends ZodRawShape
   definition: ToolDefinition<Input, Output>,
 ): void {
   const valid = Object.keys(definition.input);
-  const inputSchema = z.object(definition.input).strict(
-    valid.length > 0 ? `unknown parameter; ${name} takes: ${valid.join(', ')}` : `${name} takes no parameters`,
-  );
+  const inputSchema = z
+    .object(definition.input, {
+      errorMap: (issue, context) =>
+        issue.code === 'unrecognized_keys'
+          ? { message: `unknown parameter ${issue.keys.map((key) => `'${key}'`).join(', ')}; ${name} takes ${valid.length ? valid.join(', ') : 'no parameters'}` }
+          : { message: context.defaultError },
+    })
+    .strict();
   server.registerTool(
     name,
     {
