@@ -43,25 +43,28 @@ export const throughput: Benchmark = {
       const order = quick ? ['engine', 'raw'] : ['engine', 'raw', 'raw', 'engine'];
       let engineMs = 0;
       let rawMs = 0;
+      const runs: Array<{ side: string; ms: number }> = [];
       for (const side of order) {
         if (side === 'engine') {
           const elapsed = await engineBatch(engine, count);
           engineMs += elapsed;
+          runs.push({ side, ms: round(elapsed, 1) });
           log(`  engine: ${count} queued cells in ${elapsed.toFixed(0)} ms`);
         } else {
           const elapsed = await rawSequence(raw, count);
           rawMs += elapsed;
+          runs.push({ side, ms: round(elapsed, 1) });
           log(`  raw: ${count} sequential round trips in ${elapsed.toFixed(0)} ms`);
         }
       }
-      const runs = order.length / 2;
-      const engineRate = (count * runs) / (engineMs / 1000);
-      const rawRate = (count * runs) / (rawMs / 1000);
+      const perSide = order.length / 2;
+      const engineRate = (count * perSide) / (engineMs / 1000);
+      const rawRate = (count * perSide) / (rawMs / 1000);
       const ratio = engineRate / rawRate;
       return {
         line: `throughput: engine ${perSecond(engineRate)} vs raw ${perSecond(rawRate)} (ratio ${ratio.toFixed(3)})`,
         rows: [{ figure: `${count} queued x = 1, engine`, value: engineRate, unit: 'exec/s', baseline: { label: 'raw sequential', value: rawRate }, ratio }],
-        details: { count, runsPerSide: runs, engineMs: round(engineMs, 1), rawMs: round(rawMs, 1), enginePerSecond: round(engineRate, 1), rawPerSecond: round(rawRate, 1), ratio: round(ratio) },
+        details: { count, runs, engineMs: round(engineMs, 1), rawMs: round(rawMs, 1), enginePerSecond: round(engineRate, 1), rawPerSecond: round(rawRate, 1), ratio: round(ratio) },
       };
     } finally {
       await cleanup.run();

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // Entry point: `serve` (MCP over stdio or Streamable HTTP), `run` (execute a notebook headless), `doctor`.
+import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config.js';
 import { diagnose, formatFindings } from './commands/doctor.js';
@@ -40,10 +41,34 @@ async function main(argv: string[]): Promise<number> {
         timeoutS = Number(values.timeout);
         if (!Number.isFinite(timeoutS) || timeoutS <= 0) fail(`--timeout takes a number of seconds greater than 0, got '${values.timeout}'`);
       }
+      // The kernel runs in its own process group, so Ctrl-C reaches only us: stop the run and shut it down ourselves.
+      const controller = new AbortController();
+      const onSignal = (signal: NodeJS.Signals): void => {
+        if (controller.signal.aborted) {
+          process.stderr.write(`\n${signal}: already stopping; the kernel is shut down within a few seconds.\n`);
+          return;
+        }
+        process.stderr.write(`\n${signal}: interrupting the running cell and shutting the kernel down...\n`);
+        controller.abort(signal);
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
       const result = await runNotebook(
-        { notebook, output: values.output, kernel: values.kernel, timeoutS, allowErrors: values['allow-errors'] === true, stateDir: values['state-dir'] },
+        {
+          notebook,
+          output: values.output,
+          kernel: values.kernel,
+          timeoutS,
+          allowErrors: values['allow-errors'] === true,
+          stateDir: values['state-dir'],
+          signal: controller.signal,
+        },
         process.stderr,
       );
+      if (result.aborted) {
+        const signal = controller.signal.reason as NodeJS.Signals;
+        return 128 + (constants.signals[signal] ?? constants.signals.SIGINT);
+      }
       return result.exitCode;
     }
     case 'doctor': {

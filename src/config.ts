@@ -18,6 +18,8 @@ export interface Config {
   /** Bytes of one image in a tool result. */
   maxImageBytes: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** How long a new asset's lease lasts, and how far saves and renewals extend it (seconds). */
+  assetTtlS: number;
   /** After a restart, replay pending executions whose kernel is gone on a new kernel (default: they end lost). */
   resumeOnNewKernel: boolean;
 }
@@ -81,6 +83,7 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     maxOutputChars: positiveInt('MCP_JUPYTER_MAX_OUTPUT_CHARS', env.MCP_JUPYTER_MAX_OUTPUT_CHARS, 20_000),
     maxImageBytes: positiveInt('MCP_JUPYTER_MAX_IMAGE_BYTES', env.MCP_JUPYTER_MAX_IMAGE_BYTES, 400 * 1024),
     logLevel,
+    assetTtlS: positiveInt('MCP_JUPYTER_ASSET_TTL_S', env.MCP_JUPYTER_ASSET_TTL_S, 86_400),
     resumeOnNewKernel: input.resumeOnNewKernel ?? env.MCP_JUPYTER_RESUME_ON_NEW_KERNEL === '1',
   };
 }

@@ -22,7 +22,7 @@ import {
   type JsonObject,
 } from '../src/notebook/nbformat.js';
 
-const PYTHON = '/work/main/.venv/bin/python';
+import { VENV_PYTHON as PYTHON } from './helpers/paths.js';
 
 // One Python process answers every question of this file (importing nbformat takes about a second).
 // Each request runs a snippet with `data` (a string) in scope; the snippet sets `result` (a string).

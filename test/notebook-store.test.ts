@@ -20,7 +20,7 @@ import {
 } from '../src/notebook/notebooks.js';
 import { PathError } from '../src/notebook/paths.js';
 
-const PYTHON = '/work/main/.venv/bin/python';
+import { VENV_PYTHON as PYTHON } from './helpers/paths.js';
 
 // One Python process answers every question of this file (importing nbformat takes about a second).
 // Each request runs a snippet with `data` (a string) and `root` (the workspace) in scope; it sets `result`.

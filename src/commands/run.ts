@@ -21,13 +21,23 @@ export interface RunOptions {
   allowErrors: boolean;
   /** Keep the journal here instead of a temporary directory. */
   stateDir?: string | undefined;
+  /**
+   * Aborting it (Ctrl-C) stops the run: cells not started are not run, the running one is interrupted, the kernel is
+   * shut down and what ran is written. Without this the detached kernel would outlive the process.
+   */
+  signal?: AbortSignal | undefined;
 }
+
+/** How long an interrupted cell may take to stop after an abort before its kernel is shut down under it. */
+const ABORT_GRACE_MS = 5_000;
 
 /** A problem with the input found before anything ran: nothing was written. */
 export class RunInputError extends Error {}
 
 export interface RunResult {
   exitCode: number;
+  /** True when `signal` stopped the run. */
+  aborted: boolean;
   snapshots: Snapshot[];
   outputPath: string;
 }
@@ -49,19 +59,25 @@ async function readInput(path: string): Promise<string> {
 
 /** Checks before running that the result can be written, so a long run never ends with nowhere to put it. */
 async function checkWritable(path: string): Promise<void> {
+  const cannot = `cannot write the output ${path}`;
+  const folder = dirname(path);
+  let exists = true;
   try {
     const info = await stat(path);
     if (info.isDirectory()) throw new RunInputError(`the output path ${path} is a directory; give a file name ending in .ipynb.`);
-    await access(path, constants.W_OK);
-    return;
   } catch (error) {
     if (error instanceof RunInputError) throw error;
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw new RunInputError(`cannot write the output ${path}: ${(error as Error).message}`);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTDIR') throw new RunInputError(`${cannot}: part of ${folder} is a file, not a folder. Choose an output path in an existing folder.`);
+    if (code !== 'ENOENT') throw new RunInputError(`${cannot}: ${(error as Error).message}`);
+    exists = false;
   }
   try {
-    await access(dirname(path), constants.W_OK);
+    await access(exists ? path : folder, constants.W_OK);
   } catch (error) {
-    throw new RunInputError(`cannot write the output ${path}: its folder is missing or not writable (${(error as NodeJS.ErrnoException).code ?? 'error'}).`);
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    if (code === 'ENOENT') throw new RunInputError(`${cannot}: its folder ${folder} does not exist. Create it first or choose another output path.`);
+    throw new RunInputError(`${cannot}: ${exists ? 'the file' : `its folder ${folder}`} is not writable (${code}).`);
   }
 }
 
@@ -123,6 +139,8 @@ export async function runNotebook(options: RunOptions, stderr: ProgressStream): 
 
   let snapshots: Snapshot[] = [];
   let languageInfo: JsonObject | undefined;
+  let abortGrace: NodeJS.Timeout | undefined;
+  let aborted = false;
   try {
     const accepted = engine.submit(
       codeCells.map(({ cell }) => ({ notebookPath, code: joinText(cell.source), kind: 'cell' as const, cellId: cell.id ?? null, kernelName })),
@@ -132,10 +150,26 @@ export async function runNotebook(options: RunOptions, stderr: ProgressStream): 
       const entry = codeCells[position];
       if (entry) labels.set(snapshot.id, cellLabel(entry.index, entry.cell.id ?? null));
     });
-    snapshots = await engine.waitAll(accepted.map((snapshot) => snapshot.id));
+    const ids = accepted.map((snapshot) => snapshot.id);
+    const onAbort = (): void => {
+      aborted = true;
+      // The waiting ones first: interrupting the running one would otherwise hand the kernel to the next.
+      for (const id of ids) if (engine.get(id).state === 'pending') engine.cancel(id);
+      for (const id of ids) void engine.stop(id, 'interrupted');
+      // A cell that ignores the interrupt (stuck in native code) ends when its kernel is shut down.
+      abortGrace = setTimeout(() => void engine.shutdownKernel(notebookPath), ABORT_GRACE_MS);
+    };
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      snapshots = await engine.waitAll(ids);
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+    }
     languageInfo = await kernelLanguageInfo(engine, notebookPath);
   } finally {
     progress.end();
+    clearTimeout(abortGrace);
     for (const timer of timers.values()) clearTimeout(timer);
     await engine.close({ kernels: 'shutdown' });
     db.close();
@@ -162,6 +196,7 @@ export async function runNotebook(options: RunOptions, stderr: ProgressStream): 
   }
   const fatal = problems.filter(({ snapshot }) => !(options.allowErrors && snapshot.state === 'failed'));
   const succeeded = snapshots.filter((snapshot) => snapshot.state === 'succeeded').length;
+  if (aborted) stderr.write(`stopped (${String(options.signal?.reason ?? 'aborted')}): the cells after the interrupted one were not run.\n`);
   stderr.write(`ran ${succeeded}/${codeCells.length} code cells in ${(progress.elapsedMs() / 1000).toFixed(1)}s; wrote ${outputPath}\n`);
-  return { exitCode: fatal.length > 0 ? 1 : 0, snapshots, outputPath };
+  return { exitCode: fatal.length > 0 || aborted ? 1 : 0, aborted, snapshots, outputPath };
 }

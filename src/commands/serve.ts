@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.js';
 import { packageRoot } from '../kernel/kernelspecs.js';
 import { createLogger } from '../log.js';
+import { createEventSocket } from '../server/event-socket.js';
 import { startHttpServer } from '../server/http.js';
 import { generateToken } from '../server/http-guard.js';
 import { createMcpServer } from '../server/mcp.js';
@@ -34,6 +35,11 @@ export async function serve(argv: string[]): Promise<number> {
     jupyterToken: values['jupyter-token'],
     resumeOnNewKernel: values['resume-on-new-kernel'],
   });
+  if (config.jupyterUrl) {
+    // Said plainly rather than silently running kernels locally when the user asked for remote ones.
+    process.stderr.write('mcp-server-jupyter: remote kernels (--jupyter-url) are not available in this version yet; kernels run locally. Remove --jupyter-url to continue.\n');
+    return 2;
+  }
   const log = createLogger(config.logLevel);
   const workspace = Workspace.open(config, log);
   log('info', 'workspace open', { workspace: config.workspace, stateDir: config.stateDir });
@@ -59,6 +65,7 @@ export async function serve(argv: string[]): Promise<number> {
   if (config.http) {
     const token = config.token ?? generateToken();
     const root = packageRoot();
+    const events = createEventSocket({ workspace, log });
     const http = await startHttpServer({
       workspace,
       createServer: () => createMcpServer(workspace),
@@ -69,8 +76,12 @@ export async function serve(argv: string[]): Promise<number> {
       ...(values['allowed-host'] ? { allowedHosts: values['allowed-host'] } : {}),
       ...(values['allowed-origin'] ? { allowedOrigins: values['allowed-origin'] } : {}),
       ...(root ? { staticDir: join(root, 'web') } : {}),
+      onUpgrade: events.handleUpgrade,
     });
-    closeServers = () => http.close();
+    closeServers = async () => {
+      await events.close();
+      await http.close();
+    };
     const shownToken = config.token ? '(the token you gave)' : token;
     process.stderr.write(
       `mcp-server-jupyter listening on ${http.url}/mcp\n  token: ${shownToken}\n  monitor: ${http.url}/?token=${config.token ? '<your token>' : token}\n  workspace: ${config.workspace}\n`,

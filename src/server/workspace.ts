@@ -10,6 +10,8 @@ import { AssetStore } from '../notebook/assets.js';
 import { NotebookStore } from '../notebook/notebooks.js';
 import { openDatabase, type Db } from '../store/db.js';
 import type { ExecutionState } from '../store/executions.js';
+import { EventBus, forwardEngineEvents } from './events.js';
+import { NotebookWatch } from './notebook-watch.js';
 import { NotebookOutputWriter } from './output-writer.js';
 import { VERSION } from './version.js';
 
@@ -41,15 +43,27 @@ export class Workspace {
   readonly engine: Engine;
   readonly notebooks: NotebookStore;
   readonly assets: AssetStore;
+  /** The live event bus (engine events, notebook changes) and the watcher that notices notebook changes. */
+  readonly events = new EventBus();
+  readonly notebookWatch: NotebookWatch;
   private readonly outputWriter: NotebookOutputWriter;
   /** Set by the HTTP layer: how many live event connections there are. */
   eventClientCount: () => number = () => 0;
 
   private constructor(readonly config: Config, readonly db: Db, provider: KernelProvider, readonly log: Logger) {
     this.engine = new Engine({ db, provider, workspaceRoot: config.workspace, outputBudgetChars: config.outputBudgetChars, log });
-    this.assets = new AssetStore({ workspaceRoot: config.workspace, db });
-    // Every save of a notebook renews the leases of the assets it owns.
-    this.notebooks = new NotebookStore({ workspaceRoot: config.workspace, stateDir: config.stateDir, onSaved: (path) => this.assets.renewForNotebook(path) });
+    this.assets = new AssetStore({ workspaceRoot: config.workspace, db, defaultTtlS: config.assetTtlS });
+    // Every save of a notebook renews the leases of the assets it owns, and is announced to live watchers.
+    this.notebooks = new NotebookStore({
+      workspaceRoot: config.workspace,
+      stateDir: config.stateDir,
+      onSaved: (path) => {
+        this.assets.renewForNotebook(path);
+        this.notebookWatch.saved(path);
+      },
+    });
+    forwardEngineEvents(this.engine.events, this.events);
+    this.notebookWatch = new NotebookWatch({ workspaceRoot: config.workspace, notebooks: this.notebooks, bus: this.events, log, engineEvents: this.engine.events });
     this.outputWriter = new NotebookOutputWriter(this.engine, this.notebooks, this.assets, log);
   }
 
@@ -101,6 +115,7 @@ export class Workspace {
    * stops those with no queued or running work (a normal exit), `shutdownKernels` stops all.
    */
   async close(options: { shutdownKernels?: boolean; shutdownIdleKernels?: boolean } = {}): Promise<void> {
+    this.notebookWatch.close();
     await this.engine.close({ kernels: options.shutdownKernels ? 'shutdown' : options.shutdownIdleKernels ? 'shutdown-idle' : 'keep' });
     await this.outputWriter.idle();
     this.db.close();

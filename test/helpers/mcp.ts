@@ -9,8 +9,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const CLI = join(PROJECT_ROOT, 'dist', 'src', 'cli.js');
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const PROJECT_ROOT = resolve(HERE, '..', '..', '..');
+/** The CLI compiled next to these tests (whatever the output folder is called). */
+export const CLI = resolve(HERE, '..', '..', 'src', 'cli.js');
 
 export interface ServerFixture {
   workspace: string;

@@ -1,0 +1,134 @@
+// `npm run bench`: runs each benchmark in turn, prints figures next to same-run baselines, writes them as JSON.
+// BENCH_QUICK=1: a smoke run with fewer iterations; BENCH_ONLY=overhead,accept: a subset; BENCH_RESULTS=FILE: where
+// the JSON goes (default dist/bench-results.json, so a run changes nothing in the repository).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { accept } from './accept.js';
+import { PROJECT_ROOT, now, round, type Benchmark, type BenchResult, type Row } from './common.js';
+import { mcpStdio } from './mcp-stdio.js';
+import { memory } from './memory.js';
+import { overhead } from './overhead.js';
+import { throughput } from './throughput.js';
+
+const BENCHMARKS: readonly Benchmark[] = [overhead, throughput, memory, mcpStdio, accept];
+
+interface Outcome {
+  benchmark: Benchmark;
+  seconds: number;
+  result?: BenchResult;
+  error?: string;
+}
+
+function selected(only: string | undefined): Benchmark[] {
+  if (!only?.trim()) return [...BENCHMARKS];
+  const names = only.split(',').map((name) => name.trim()).filter(Boolean);
+  const unknown = names.filter((name) => !BENCHMARKS.some((benchmark) => benchmark.name === name));
+  if (unknown.length > 0) {
+    throw new Error(`BENCH_ONLY names unknown benchmark(s) ${unknown.join(', ')}; the benchmarks are ${BENCHMARKS.map((benchmark) => benchmark.name).join(', ')}.`);
+  }
+  return BENCHMARKS.filter((benchmark) => names.includes(benchmark.name));
+}
+
+function formatValue(value: number, unit: string): string {
+  if (!Number.isFinite(value)) return String(value);
+  if (unit === '/s' || unit === 'exec/s') return `${Math.round(value).toLocaleString('en-US')} ${unit}`;
+  if (unit === 'MB') return `${value.toFixed(1)} MB`;
+  if (unit === 's') return `${value.toFixed(2)} s`;
+  return `${value.toFixed(3)} ${unit}`;
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((cell, column) => Math.max(cell.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd();
+  return [line(header), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function summaryRows(outcomes: Outcome[]): string[][] {
+  const rows: string[][] = [];
+  for (const { benchmark, result, error } of outcomes) {
+    if (!result) {
+      rows.push([benchmark.name, 'FAILED', '', '', '', '', (error ?? '').split('\n')[0]!.slice(0, 80)]);
+      continue;
+    }
+    for (const row of result.rows) rows.push(summaryRow(benchmark.name, row));
+  }
+  return rows;
+}
+
+function summaryRow(name: string, row: Row): string[] {
+  return [
+    name,
+    row.figure,
+    formatValue(row.value, row.unit),
+    row.baseline ? `${formatValue(row.baseline.value, row.unit)} (${row.baseline.label})` : '',
+    row.ratio !== undefined ? row.ratio.toFixed(3) : '',
+    row.target?.text ?? '',
+    row.target ? (row.target.pass ? 'PASS' : 'MISS') : '',
+  ];
+}
+
+async function main(): Promise<number> {
+  const quick = process.env['BENCH_QUICK'] === '1' || process.env['BENCH_QUICK'] === 'true';
+  const benchmarks = selected(process.env['BENCH_ONLY']);
+  const resultsFile = resolve(process.env['BENCH_RESULTS'] ?? join(PROJECT_ROOT, 'dist', 'bench-results.json'));
+  const log = (line: string): void => void process.stdout.write(`${line}\n`);
+
+  log(`mcp-server-jupyter bench${quick ? ' (quick: a smoke run, not a measurement)' : ''}: ${benchmarks.map((b) => b.name).join(', ')}`);
+  log(`node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'})`);
+  const started = new Date();
+  const outcomes: Outcome[] = [];
+  for (const [index, benchmark] of benchmarks.entries()) {
+    log(`\n[${index + 1}/${benchmarks.length}] ${benchmark.name}: ${benchmark.title}`);
+    const start = now();
+    try {
+      const result = await benchmark.run({ quick, log });
+      const seconds = (now() - start) / 1000;
+      outcomes.push({ benchmark, seconds, result });
+      log(`  => ${result.line} [${seconds.toFixed(1)} s]`);
+    } catch (error) {
+      const seconds = (now() - start) / 1000;
+      const message = (error as Error).stack ?? String(error);
+      outcomes.push({ benchmark, seconds, error: message });
+      log(`  => ${benchmark.name}: FAILED: ${message}`);
+    }
+  }
+
+  log('\nSummary (each figure next to a baseline measured in this run; PASS/MISS is information, not an exit code)');
+  log(table(['bench', 'figure', 'value', 'baseline', 'ratio', 'target', ''], summaryRows(outcomes)));
+
+  const failed = outcomes.filter((outcome) => outcome.error !== undefined);
+  mkdirSync(dirname(resultsFile), { recursive: true });
+  writeFileSync(
+    resultsFile,
+    `${JSON.stringify(
+      {
+        startedAt: started.toISOString(),
+        quick,
+        node: process.version,
+        cpus: cpus().length,
+        benchmarks: outcomes.map(({ benchmark, seconds, result, error }) => ({
+          name: benchmark.name,
+          title: benchmark.title,
+          seconds: round(seconds, 2),
+          ...(result ? { line: result.line, rows: result.rows, details: result.details } : { error }),
+        })),
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  log(`\nfigures written to ${resultsFile}`);
+  if (failed.length > 0) log(`${failed.length} benchmark(s) failed: ${failed.map((outcome) => outcome.benchmark.name).join(', ')}`);
+  return failed.length > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: Error) => {
+    process.stderr.write(`bench: ${error.message}\n`);
+    process.exitCode = 1;
+  },
+);
