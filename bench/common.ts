@@ -13,7 +13,7 @@ import { KernelJournal } from '../src/store/kernels.js';
 
 /** The package root (this file runs from dist/bench/). */
 export const PROJECT_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const CLI = join(PROJECT_ROOT, 'dist', 'src', 'cli.js');
+export const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli.js');
 
 export interface BenchOptions {
   /** Fewer iterations and smaller payloads: a smoke run, not a measurement. */

@@ -9,9 +9,10 @@ import { PROJECT_ROOT, now, round, type Benchmark, type BenchResult, type Row } 
 import { mcpStdio } from './mcp-stdio.js';
 import { memory } from './memory.js';
 import { overhead } from './overhead.js';
+import { startup } from './startup.js';
 import { throughput } from './throughput.js';
 
-const BENCHMARKS: readonly Benchmark[] = [overhead, throughput, memory, mcpStdio, accept];
+const BENCHMARKS: readonly Benchmark[] = [overhead, throughput, memory, mcpStdio, accept, startup];
 
 interface Outcome {
   benchmark: Benchmark;

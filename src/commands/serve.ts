@@ -52,12 +52,13 @@ export async function serve(argv: string[]): Promise<number> {
 
   let stopping: Promise<void> | null = null;
   const stop = (why: string): Promise<void> => {
-    stopping ??= (async () => {
+    // Assigned before any of it runs: closing the transport fires its close handler, which calls stop() again.
+    stopping ??= Promise.resolve().then(async () => {
       log('info', 'stopping', { why });
       await closeServers();
       // Idle kernels are shut down; kernels with queued or running work keep running for the next start to resume.
       await workspace.close({ shutdownIdleKernels: true });
-    })();
+    });
     return stopping;
   };
   let closeServers: () => Promise<void> = async () => undefined;

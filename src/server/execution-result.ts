@@ -1,7 +1,7 @@
 // How an execution is reported to an agent, and how a tool call waits for one (progress, cancellation).
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Snapshot } from '../engine/engine.js';
-import { renderForAgent } from './render.js';
+import { renderOutputs, type NotebookOutput } from '../notebook/outputs.js';
 import { result, type ToolExtra } from './tools/common.js';
 import type { Workspace } from './workspace.js';
 
@@ -51,13 +51,19 @@ export function structuredExecution(snapshot: Snapshot): Record<string, unknown>
 /** The tool result for one execution: a status line, then its outputs from `outputOffset` under the budget. */
 export async function executionResult(workspace: Workspace, snapshot: Snapshot, options: { outputOffset?: number; waitedMs?: number } = {}): Promise<CallToolResult> {
   const offset = Math.min(options.outputOffset ?? 0, snapshot.outputs.length);
-  const rendered = await renderForAgent(workspace, snapshot.notebookPath, snapshot.outputs.slice(offset), snapshot.id);
   const notes: string[] = [];
   if (snapshot.droppedChars > 0) notes.push(`note: ${snapshot.droppedChars} characters of output were dropped while it ran (the head and tail are kept)`);
   if (snapshot.outputsNote) notes.push(`note: ${snapshot.outputsNote}`);
   if (offset > 0) notes.push(`(outputs from index ${offset})`);
+  const header = [statusLine(snapshot, options.waitedMs), ...notes].join('\n');
+  // The budget bounds the whole result, so the outputs get what the status text leaves.
+  const rendered = await renderOutputs(snapshot.outputs.slice(offset) as unknown as NotebookOutput[], {
+    maxOutputChars: Math.max(0, workspace.config.maxOutputChars - header.length),
+    maxImageBytes: workspace.config.maxImageBytes,
+    saveAsset: (data, _kind, ext) => workspace.assets.save(snapshot.notebookPath, data, ext, snapshot.id),
+  });
   return result({
-    text: [statusLine(snapshot, options.waitedMs), ...notes].join('\n'),
+    text: header,
     structured: {
       ...structuredExecution(snapshot),
       output_offset: offset,
@@ -106,6 +112,17 @@ export async function waitForExecution(workspace: Workspace, ids: string[], time
       if (watched.has(event.executionId)) notify(`${event.cellId ? `cell ${event.cellId}` : event.executionId}: ${event.state}`);
     }),
   );
+  // Watchers subscribe after submit, which on an idle kernel has already started the work (and may have
+  // reached an input() prompt when an agent picks an execution up later): what has happened is reported now.
+  const current = ids.map((id) => engine.get(id));
+  const prompting = current.find((snapshot) => snapshot.state === 'awaiting_input');
+  const active = current.find((snapshot) => snapshot.finishedAt === null);
+  if (prompting) {
+    notify(`waiting for input: ${JSON.stringify(prompting.awaitingInput?.prompt ?? '')}`);
+    wakeOnInput();
+  } else if (active) {
+    notify(active.state === 'pending' ? `pending, ${active.queuePosition ?? 0} ahead in the queue` : `${active.state} ${active.cellId ? `cell ${active.cellId}` : active.id}`);
+  }
   const onAbort = (): void => {
     for (const id of ids) engine.cancel(id);
   };
@@ -114,7 +131,7 @@ export async function waitForExecution(workspace: Workspace, ids: string[], time
     const deadline = Date.now() + timeoutMs;
     for (const id of ids) {
       const left = deadline - Date.now();
-      if (left <= 0 || extra.signal.aborted) break;
+      if (left <= 0 || extra.signal.aborted || prompting) break;
       const waited = engine.wait(id, left, extra.signal).then(() => 'done' as const);
       const outcome = await Promise.race([waited, inputRequested.then(() => 'input' as const)]);
       if (outcome === 'input') break;

@@ -1,5 +1,6 @@
 // Builds one MCP server (one per client session) with every tool of the API registered on the shared workspace.
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { registerNotebookResources } from './resources.js';
 import { registerAssetTools } from './tools/assets.js';
 import { registerExecutionTools } from './tools/execution.js';
 import { registerKernelTools } from './tools/kernels.js';
@@ -27,5 +28,6 @@ export function createMcpServer(workspace: Workspace): McpServer {
   registerVariableTools(server, workspace);
   registerAssetTools(server, workspace, workspace.assets);
   registerServerTools(server, workspace);
+  registerNotebookResources(server, workspace);
   return server;
 }

@@ -3,9 +3,10 @@ import type { NbOutput } from '../engine/output-model.js';
 import { renderOutputs, summarizeOutputs, type NotebookOutput, type RenderedOutputs } from '../notebook/outputs.js';
 import type { Workspace } from './workspace.js';
 
-export function renderForAgent(workspace: Workspace, notebookPath: string, outputs: readonly NbOutput[], executionId?: string): Promise<RenderedOutputs> {
+/** `maxChars` defaults to the workspace's budget; callers that add text of their own pass what is left of it. */
+export function renderForAgent(workspace: Workspace, notebookPath: string, outputs: readonly NbOutput[], executionId?: string, maxChars?: number): Promise<RenderedOutputs> {
   return renderOutputs(outputs as unknown as NotebookOutput[], {
-    maxOutputChars: workspace.config.maxOutputChars,
+    maxOutputChars: maxChars ?? workspace.config.maxOutputChars,
     maxImageBytes: workspace.config.maxImageBytes,
     saveAsset: (data, _kind, ext) => workspace.assets.save(notebookPath, data, ext, executionId),
   });

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { joinText, kernelspecOf, type Cell } from '../../notebook/nbformat.js';
 import { locateCell } from '../../notebook/notebooks.js';
-import { cellState } from '../cell-state.js';
+import { cellProvenance, cellState } from '../cell-state.js';
 import { cutText, renderForAgent, summarize } from '../render.js';
 import { boolean, cellRef, cellRefShape, defineTool, indexSchema, notebookPathSchema, result, ToolInputError, type ToolRegistrar } from './common.js';
 
@@ -105,14 +105,17 @@ export const registerNotebookTools: ToolRegistrar = (server, workspace) => {
         const entry: Record<string, unknown> = { cell_id: cell.id, index, cell_type: cell.cell_type, source: source.text, source_truncated: source.truncated };
         if (cell.cell_type === 'code') {
           entry.execution_count = cell.execution_count;
-          entry.state = cellState(cell, workspace.engine, read.path);
+          const provenance = cellProvenance(cell, workspace.engine, read.path);
+          entry.state = provenance?.state ?? null;
+          // A fresh cell whose run failed did not finish defining what it defines.
+          if (provenance?.lastStatus && provenance.lastStatus !== 'succeeded') entry.last_run = provenance.lastStatus;
           entry.outputs_summary = summarize(cell.outputs);
         }
         return { entry, cell };
       });
       const header = `${read.path}: ${cells.length} cells (showing ${shown.length ? `${first}–${last}` : 'none'}), kernel ${kernelspecOf(read.notebook)?.name ?? 'unknown'} ${kernel ? `(${kernel.status})` : '(not started)'}${read.externalChange ? '\nnote: the file had changed on disk since the server last read it; this is the new version' : ''}`;
       const lines = outline.map(({ entry }) => {
-        const meta = entry.cell_type === 'code' ? ` exec=${String(entry.execution_count ?? '-')} ${String(entry.state)} | ${String(entry.outputs_summary)}` : '';
+        const meta = entry.cell_type === 'code' ? ` exec=${String(entry.execution_count ?? '-')} ${String(entry.state)}${entry.last_run ? ` (last run ${String(entry.last_run)})` : ''} | ${String(entry.outputs_summary)}` : '';
         return `[${String(entry.index)}] ${String(entry.cell_type)} id=${String(entry.cell_id)}${meta}\n${indent(String(entry.source))}`;
       });
       const extra = [];
@@ -140,13 +143,16 @@ export const registerNotebookTools: ToolRegistrar = (server, workspace) => {
     handler: async (args) => {
       const read = await store.read(args.notebook_path);
       const { cell, index } = locateCell(read.notebook, cellRef(args)!, read.path);
-      const source = cutText(joinText(cell.source), workspace.config.maxOutputChars, 'the source is longer than the output budget');
+      const budget = workspace.config.maxOutputChars;
+      const hasOutputs = cell.cell_type === 'code' && cell.outputs.length > 0;
+      // Source and outputs share one budget: the source may take half of it when there are outputs to show.
+      const source = cutText(joinText(cell.source), hasOutputs ? Math.floor(budget / 2) : budget - 200, 'the source is longer than the output budget');
       const structured: Record<string, unknown> = { cell_id: cell.id, index, cell_type: cell.cell_type, source: source.text, source_truncated: source.truncated };
       let extra: Awaited<ReturnType<typeof renderForAgent>>['content'] = [];
       if (cell.cell_type === 'code') {
         structured.execution_count = cell.execution_count;
         structured.state = cellState(cell, workspace.engine, read.path);
-        const rendered = await renderForAgent(workspace, read.path, cell.outputs as never);
+        const rendered = await renderForAgent(workspace, read.path, cell.outputs as never, undefined, Math.max(0, budget - source.text.length - 200));
         structured.outputs_summary = rendered.summary;
         structured.assets = rendered.assets;
         extra = rendered.content;
