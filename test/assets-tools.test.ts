@@ -172,7 +172,7 @@ test('bad calls come back as tool errors that say what to fix', async () => {
   await writeFile(join(root, 'plain.txt'), 'not an asset');
   const cases: Array<[string, Record<string, unknown>, RegExp]> = [
     ['list_assets', {}, /notebook_path is required/],
-    ['list_assets', { notebook_path: 'a.ipynb', folder: 'x' }, /unknown parameter; list_assets takes: notebook_path/],
+    ['list_assets', { notebook_path: 'a.ipynb', folder: 'x' }, /unknown parameter 'folder'; list_assets takes notebook_path/],
     ['list_assets', { notebook_path: '../up.ipynb' }, /leaves the workspace/],
     ['list_assets', { notebook_path: 'plain.txt' }, /not a notebook path/],
     ['read_asset', { asset_path: '../x.txt' }, /leaves the workspace/],
