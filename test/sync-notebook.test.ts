@@ -102,7 +102,8 @@ async function cellText(index: number): Promise<string> {
 async function kernelValue(code: string): Promise<string> {
   const ran = await fx.ok<{ status: string }>('execute_code', { notebook_path: NB, code });
   assert.equal(ran.status, 'succeeded', ran.__text);
-  return textOfResult(ran.__result);
+  // The first text item is the status line; the outputs follow.
+  return textOfResult({ content: ran.__result.content.slice(1) });
 }
 
 function indices(result: SyncResult): number[] {
@@ -287,5 +288,19 @@ describe('sync_notebook on a 30-cell notebook', () => {
     assert.ok(synced.executions?.every((execution) => execution.status === 'succeeded'));
     assert.ok(Object.values(await states()).every((state) => state === 'fresh'));
     assert.match(await kernelValue("print(summary['top'])"), /\[/, 'the rebuilt kernel has the summary again');
+  });
+
+  test('full restarts the kernel and runs every code cell', async () => {
+    await kernelValue('scratch_only = 1');
+    const full = await fx.ok<SyncResult & { executions: Array<{ status: string; execution_count: number | null }> }>('sync_notebook', {
+      notebook_path: NB,
+      strategy: 'full',
+      wait: true,
+      timeout_s: 120,
+    });
+    assert.deepEqual(indices(full), CODE);
+    assert.ok(full.executions.every((execution) => execution.status === 'succeeded'));
+    assert.equal(full.executions[0]!.execution_count, 1, 'a new kernel counts from 1');
+    assert.match(await kernelValue("print('scratch_only' in globals())"), /False/, 'what only the old kernel had is gone');
   });
 });

@@ -282,7 +282,7 @@ describe('semantic holes', () => {
     assert.deepEqual(indices(plan), [0, 1, 2, 3]);
     assert.equal(plan.cells[0]!.kind, 'rebuilds');
     assert.match(reasonOf(plan, 0), /cell 1 below changes tmp from its current value/);
-    assert.match(reasonOf(plan, 3), /reads tmp, which cell 1 deletes/);
+    assert.match(reasonOf(plan, 3), /reads tmp, which cells 0 and 1 define or delete \(they re-run\)/);
   });
 
   test('in-place method calls: inplace=True and .append rebuild from the creating cell; a displayed .head() changes nothing', async () => {
@@ -312,6 +312,10 @@ describe('semantic holes', () => {
     const plan = planSmart(cellsOf(sources, { 1: NEVER, 2: NEVER }), deps);
     assert.deepEqual(indices(plan), [1, 2]);
     assert.match(plan.notes.join('\n'), /cell 0 reads late before cell 1 below defines it/);
+    // The same shape with everything fresh (the definer was moved below its reader): nothing to run, still reported.
+    const moved = planSmart(cellsOf(sources), deps);
+    assert.deepEqual(indices(moved), []);
+    assert.match(moved.notes.join('\n'), /cell 0 reads late before cell 1 below defines it/);
   });
 
   test('a comment-only change is still a source change, and says so', async () => {

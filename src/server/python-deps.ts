@@ -67,6 +67,9 @@ _MUTATORS = frozenset('append extend insert remove pop popitem clear sort revers
 # A call through any of these (df.plot.bar(), df.style.format()) is also only looked at.
 _READ_ONLY = frozenset('head tail describe info plot hist boxplot bar barh scatter line pie area kde density hexbin style show savefig to_csv to_json to_parquet to_excel to_pickle to_html to_markdown to_string to_feather to_sql print display debug warning error critical exception'.split())
 _OPAQUE_CALLS = frozenset(['exec', 'eval', 'globals', 'locals', '__import__'])
+# match statements exist from Python 3.10; older kernels parse without them.
+_MATCH_NAMED = tuple(getattr(ast, n) for n in ('MatchAs', 'MatchStar') if hasattr(ast, n))
+_MATCH_MAPPING = tuple(getattr(ast, n) for n in ('MatchMapping',) if hasattr(ast, n))
 
 
 def _chain(node):
@@ -152,9 +155,9 @@ def _function_locals(node):
                     names.add(al.asname or al.name.split('.')[0])
         elif isinstance(n, ast.ExceptHandler) and n.name:
             names.add(n.name)
-        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
+        elif isinstance(n, _MATCH_NAMED) and n.name:
             names.add(n.name)
-        elif isinstance(n, ast.MatchMapping) and n.rest:
+        elif isinstance(n, _MATCH_MAPPING) and n.rest:
             names.add(n.rest)
         stack.extend(ast.iter_child_nodes(n))
     return names - declared - freed, declared
@@ -368,6 +371,8 @@ class _Cell(ast.NodeVisitor):
             self._bind(a.asname or a.name.split('.')[0])
 
     def visit_ImportFrom(self, node):
+        if node.module == '__future__':
+            return
         for a in node.names:
             if a.name == '*':
                 self._opaque(False, True, 'from %s import *' % (node.module or '.'))

@@ -159,7 +159,11 @@ export function planSmart(cells: PlanCell[], deps: CellDeps[]): SyncPlan {
   const readersOf = new Map<string, number[]>();
   let lastOpaqueReader = -1;
   effects.forEach((effect, position) => {
-    for (const name of effect.reads.keys()) readersOf.set(name, [...(readersOf.get(name) ?? []), position]);
+    for (const name of effect.reads.keys()) {
+      const readers = readersOf.get(name);
+      if (readers) readers.push(position);
+      else readersOf.set(name, [position]);
+    }
     if (effect.deps.opaqueReads) lastOpaqueReader = position;
   });
   const readerBelow = (name: string, position: number): number | null => {
@@ -181,7 +185,7 @@ export function planSmart(cells: PlanCell[], deps: CellDeps[]): SyncPlan {
   const plan = [...planned.entries()]
     .sort(([a], [b]) => a - b)
     .map(([position, entry]) => ({ cellId: cells[position]!.cellId, index: cells[position]!.index, ...entry }));
-  return { strategy: 'smart', cells: plan, notes: notesFor(cells, effects, planned, label) };
+  return { strategy: 'smart', cells: plan, notes: notesFor(effects, planned, label) };
 }
 
 /** A virtual time for cells that re-run in this plan: after every run so far, in notebook order. */
@@ -252,7 +256,11 @@ function planPass(
     entry ??= forced.get(position) ?? null;
     if (entry) planned.set(position, entry);
     ranAt[position] = entry ? PLANNED_TIME + position : at;
-    for (const name of effect.changes) changers.set(name, [...(changers.get(name) ?? []), position]);
+    for (const name of effect.changes) {
+      const cellsChanging = changers.get(name);
+      if (cellsChanging) cellsChanging.push(position);
+      else changers.set(name, [position]);
+    }
     if (effect.deps.opaqueDefines) opaqueChangers.push(position);
   });
   return planned;
@@ -264,21 +272,36 @@ function readsReason(
   label: (position: number) => string,
   how: (position: number) => string,
 ): string {
-  const byCell = new Map<number, string[]>();
+  const verb = (name: string, by: number): string => {
+    const effect = effects[by]!;
+    return effect.deletes.has(name) ? 'delete' : effect.deps.mutates.includes(name) || effect.updates.has(name) ? 'change' : 'define';
+  };
+  // One part per name set: "reads df, which cells 1 and 2 define or change (they re-run)".
+  const byName = new Map<string, { cells: number[]; verbs: Set<string> }>();
   for (const { name, via, by } of found) {
     const shown = via ? `${name} (through ${via}())` : name;
-    const names = byCell.get(by) ?? [];
-    if (!names.includes(shown)) names.push(shown);
-    byCell.set(by, names);
+    const group = byName.get(shown) ?? { cells: [], verbs: new Set<string>() };
+    if (!group.cells.includes(by)) group.cells.push(by);
+    group.verbs.add(verb(name, by));
+    byName.set(shown, group);
   }
-  const parts = [...byCell.entries()].slice(0, 4).map(([by, names]) => {
-    const first = found.find((item) => item.by === by)!.name;
-    const effect = effects[by]!;
-    const verb = effect.deletes.has(first) ? 'deletes' : effect.deps.mutates.includes(first) || effect.updates.has(first) ? 'changes' : 'defines';
+  const parts = new Map<string, { names: string[]; cells: number[]; verbs: Set<string> }>();
+  for (const [shown, group] of byName) {
+    const key = `${group.cells.join(',')}|${group.cells.map(how).join(',')}`;
+    const part = parts.get(key) ?? { names: [], cells: group.cells, verbs: new Set<string>() };
+    part.names.push(shown);
+    for (const each of group.verbs) part.verbs.add(each);
+    parts.set(key, part);
+  }
+  const texts = [...parts.values()].slice(0, 4).map(({ names, cells, verbs }) => {
     const shown = names.length > 5 ? `${names.slice(0, 5).join(', ')}, …` : names.join(', ');
-    return `reads ${shown}, which ${label(by)} ${verb} (it ${how(by)})`;
+    const did = [...verbs].join(' or ');
+    const hows = new Set(cells.map(how));
+    if (cells.length === 1) return `reads ${shown}, which ${label(cells[0]!)} ${[...verbs].map((each) => `${each}s`).join(' or ')} (it ${how(cells[0]!)})`;
+    const which = `cells ${cells.map((cell) => label(cell).replace('cell ', '')).join(' and ')}`;
+    return `reads ${shown}, which ${which} ${did} (${hows.size === 1 ? `they ${[...hows][0]!.replace('re-runs', 're-run')}` : 'they re-run or re-ran after this cell'})`;
   });
-  return `${parts.join('; ')}${byCell.size > 4 ? `; and names from ${byCell.size - 4} more cells` : ''}`;
+  return `${texts.join('; ')}${parts.size > 4 ? `; and names from ${parts.size - 4} more cells` : ''}`;
 }
 
 /** Cells that must re-run because of cells planned below them; returns whether any was added. */
@@ -327,15 +350,18 @@ function forceRound(
   return added;
 }
 
-function notesFor(cells: PlanCell[], effects: Effects[], planned: Map<number, Entry>, label: (position: number) => string): string[] {
+function notesFor(effects: Effects[], planned: Map<number, Entry>, label: (position: number) => string): string[] {
   const notes: string[] = [];
   const outOfOrder: string[] = [];
   const definedAbove = new Set<string>();
+  // Reported whether or not either cell is planned: a notebook in this shape does not run top to bottom (a cell
+  // moved above its definer, or a definition added below its first use).
   effects.forEach((effect, position) => {
     for (const name of effect.reads.keys()) {
       if (definedAbove.has(name)) continue;
-      const below = [...planned.keys()].sort((a, b) => a - b).find((other) => other > position && effects[other]!.changes.has(name));
-      if (below === undefined) continue;
+      let below = position + 1;
+      while (below < effects.length && !effects[below]!.changes.has(name)) below += 1;
+      if (below >= effects.length) continue;
       outOfOrder.push(
         `${label(position)} reads ${name} before ${label(below)} below defines it: in notebook order ${name} does not exist yet when ${label(position)} runs (it worked only if the kernel already had ${name}). Move ${label(below)} above it, or define ${name} earlier; the plan keeps notebook order.`,
       );
