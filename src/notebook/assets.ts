@@ -1,4 +1,5 @@
 // A notebook's asset folder: content-named files kept under leases, read in bounded slices, deleted only by an explicit prune.
+import { KeyedSerial } from '../util/keyed-serial.js';
 import { createHash } from 'node:crypto';
 import type { Dirent } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
@@ -255,8 +256,8 @@ export class AssetStore {
   private readonly leases: LeaseTable;
   private readonly defaultTtlMs: number;
   private readonly now: () => number;
-  /** Per asset folder: the tail of its queue, so a prune never races a save that renews what it is deleting. */
-  private readonly chains = new Map<string, Promise<void>>();
+  /** Operations on one key (file or folder) run one at a time. */
+  private readonly serial = new KeyedSerial();
 
   constructor(options: AssetStoreOptions) {
     const ttl = options.defaultTtlS ?? DEFAULT_LEASE_TTL_S;
@@ -521,17 +522,7 @@ export class AssetStore {
   }
 
   private exclusive<T>(key: string, work: () => Promise<T>): Promise<T> {
-    const previous = this.chains.get(key) ?? Promise.resolve();
-    const run = previous.then(work);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.chains.set(key, tail);
-    void tail.then(() => {
-      if (this.chains.get(key) === tail) this.chains.delete(key);
-    });
-    return run;
+    return this.serial.run(key, work);
   }
 
   private search(rel: string, text: string, needle: string, maxChars: number): AssetReadResult {

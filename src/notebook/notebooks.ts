@@ -1,4 +1,5 @@
 // Opens workspace notebooks, applies edits one writer at a time per file, saves atomically and notices edits made on disk by others.
+import { KeyedSerial } from '../util/keyed-serial.js';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
@@ -251,8 +252,8 @@ export class NotebookStore {
   readonly workspaceRoot: string;
   private readonly stateDir: string;
   private readonly cache = new Map<string, Entry>();
-  /** Per real path: the tail of the queue of operations on that file. */
-  private readonly chains = new Map<string, Promise<void>>();
+  /** Operations on one key (file or folder) run one at a time. */
+  private readonly serial = new KeyedSerial();
 
   private readonly onSaved: ((relativePath: string) => void) | undefined;
 
@@ -535,7 +536,7 @@ export class NotebookStore {
     // Oldest first; an idle, non-upgraded entry goes first because upgraded ones hold ids not yet on disk.
     let victim: string | undefined;
     for (const [k, e] of this.cache) {
-      if (k === key || this.chains.has(k)) continue;
+      if (k === key || this.serial.busy(k)) continue;
       if (!e.upgraded) {
         victim = k;
         break;
@@ -556,18 +557,8 @@ export class NotebookStore {
     }
   }
 
-  private exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.chains.get(key) ?? Promise.resolve();
-    const run = prev.then(fn);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.chains.set(key, tail);
-    void tail.then(() => {
-      if (this.chains.get(key) === tail) this.chains.delete(key);
-    });
-    return run;
+  private exclusive<T>(key: string, work: () => Promise<T>): Promise<T> {
+    return this.serial.run(key, work);
   }
 
   /**

@@ -60,9 +60,12 @@ export const registerExecutionTools: ToolRegistrar = (server, workspace) => {
     },
     output: executionOutput,
     handler: async (args, extra) => {
-      const read = await store.read(args.notebook_path);
-      const kernelName = await kernelNameFor(workspace, read.path, kernelspecOf(read.notebook)?.name);
-      const [accepted] = engine.submit([{ notebookPath: read.path, code: args.code, kind: 'code', kernelName }]);
+      // With a live kernel the notebook file has nothing to add (code runs as is): only the path is checked.
+      const { relative } = await store.resolve(args.notebook_path);
+      const live = engine.existingKernel(relative)?.session;
+      const kernelName =
+        live && live.status !== 'dead' ? live.kernelName : await kernelNameFor(workspace, relative, kernelspecOf((await store.read(relative)).notebook)?.name);
+      const [accepted] = engine.submit([{ notebookPath: relative, code: args.code, kind: 'code', kernelName }]);
       return finishCall(workspace, accepted!.id, args.wait !== false, args.timeout_s, extra);
     },
   });
