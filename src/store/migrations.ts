@@ -64,4 +64,16 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX asset_leases_by_notebook ON asset_leases (notebook_path);
   `,
+  // 2: MCP tasks: a task id maps to the execution(s) it stands for, so tasks answer across restarts and sessions.
+  `
+  CREATE TABLE IF NOT EXISTS mcp_tasks (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id        TEXT NOT NULL UNIQUE,
+    tool           TEXT NOT NULL,
+    notebook_path  TEXT NOT NULL,
+    execution_ids  TEXT NOT NULL,      -- JSON array of execution ids, in run order
+    created_at     INTEGER NOT NULL,
+    cancelled_at   INTEGER
+  );
+  `,
 ];
