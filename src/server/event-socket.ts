@@ -110,9 +110,9 @@ export function helloSnapshot(workspace: Workspace, notebook: string | null): Re
   return { version: VERSION, notebook, kernels, notebooks, recent };
 }
 
-function refuse(socket: Duplex, status: 400, message: string): void {
+function refuseBadRequest(socket: Duplex, message: string): void {
   const body = `${message}\n`;
-  socket.end(`HTTP/1.1 ${status} Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }
 
 export function createEventSocket(options: EventSocketOptions): EventSocketHandle {
@@ -169,7 +169,7 @@ export function createEventSocket(options: EventSocketOptions): EventSocketHandl
           }
           wss.handleUpgrade(req, socket, head, (ws) => attach(ws, notebook));
         },
-        (error: Error) => refuse(socket, 400, `The notebook filter is not a notebook of this workspace: ${error.message}`),
+        (error: Error) => refuseBadRequest(socket, `The notebook filter is not a notebook of this workspace: ${error.message}`),
       );
     },
     clients: () => bus.clientCount,

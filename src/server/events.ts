@@ -1,5 +1,5 @@
 // The live event bus: one publisher, and per client a bounded, ordered send queue paced by the socket's own drain.
-import type { EngineEvents } from '../engine/events.js';
+import type { Engine } from '../engine/engine.js';
 import { metricsRegistry, type Counter, type Gauge, type Registry } from './metrics.js';
 
 /** The fields of each event type on `/events` (besides `type`, `seq` and `time`). */
@@ -20,7 +20,7 @@ export interface LiveEventFields {
     duration_ms: number | null;
   };
   'execution.outputs_replaced': { notebook_path: string; execution_id: string; cell_id: string | null };
-  'kernel.status': { notebook_path: string; kernel_id: string; status: string; detail?: string };
+  'kernel.status': { notebook_path: string; kernel_id: string; kernel_name: string | null; status: string; detail?: string };
   /** `source`: `server` for our own saves, `disk` for edits made by someone else; `version` as read_notebook reports it. */
   'notebook.changed': { notebook_path: string; source: 'server' | 'disk'; version: string | null; deleted?: true };
 }
@@ -351,7 +351,8 @@ export class EventBus {
 const MAX_EVENT_CODE_CHARS = 20_000;
 
 /** Translates the engine's events into live events (snake_case, as the rest of the public API). */
-export function forwardEngineEvents(engine: EngineEvents, bus: EventBus): () => void {
+export function forwardEngineEvents(source: Engine, bus: EventBus): () => void {
+  const engine = source.events;
   const offs = [
     engine.on('execution.queued', (e) =>
       bus.publish('execution.queued', {
@@ -386,7 +387,13 @@ export function forwardEngineEvents(engine: EngineEvents, bus: EventBus): () => 
       bus.publish('execution.outputs_replaced', { notebook_path: e.notebookPath, execution_id: e.executionId, cell_id: e.cellId }),
     ),
     engine.on('kernel.status', (e) =>
-      bus.publish('kernel.status', { notebook_path: e.notebookPath, kernel_id: e.kernelId, status: e.status, ...(e.detail !== undefined ? { detail: e.detail } : {}) }),
+      bus.publish('kernel.status', {
+        notebook_path: e.notebookPath,
+        kernel_id: e.kernelId,
+        kernel_name: source.existingKernel(e.notebookPath)?.session?.kernelName ?? null,
+        status: e.status,
+        ...(e.detail !== undefined ? { detail: e.detail } : {}),
+      }),
     ),
   ];
   return () => offs.forEach((off) => off());

@@ -5,13 +5,12 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { EngineEvents } from '../engine/events.js';
 import type { Logger } from '../log.js';
-import type { NotebookStore } from '../notebook/notebooks.js';
+import { KeyedSerial } from '../util/keyed-serial.js';
 import type { EventBus } from './events.js';
 
 export interface NotebookWatchOptions {
   /** The workspace root (symlinks resolved); notebook paths are relative to it. */
   workspaceRoot: string;
-  notebooks: NotebookStore;
   bus: EventBus;
   log: Logger;
   /** Notebooks that get executed are watched from then on. */
@@ -21,6 +20,11 @@ export interface NotebookWatchOptions {
   /** Folders watched at most (each costs an inotify watch). */
   maxFolders?: number;
 }
+
+/** The store's temp file for a save: `.<notebook>.<pid>.<random>.tmp`. */
+const OWN_TEMP = /^\.(.+\.ipynb)\.(\d+)\.[0-9a-f]+\.tmp$/;
+/** How long a disk check waits for the `saved` call of a save seen starting. */
+const SAVE_WAIT_MS = 5_000;
 
 /** The hash of a file's bytes, or null when there is no file to read. */
 async function hashOf(file: string): Promise<string | null> {
@@ -40,9 +44,11 @@ export class NotebookWatch {
   private readonly folders = new Map<string, FSWatcher>();
   /** Last known content hash per notebook (null: known to be missing). A change is reported only when it differs. */
   private readonly known = new Map<string, string | null>();
-  /** Per notebook: the tail of its checks, so a save and a disk event of the same file are judged in order. */
-  private readonly chains = new Map<string, Promise<void>>();
+  /** Per notebook, its checks one at a time, so a save and a disk event of the same file are judged in order. */
+  private readonly serial = new KeyedSerial();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Saves of this process seen starting on disk (by their temp file) whose `saved` call has not come yet. */
+  private readonly savesInFlight = new Map<string, { done: Promise<void>; resolve: () => void }>();
   private readonly debounceMs: number;
   private readonly maxFolders: number;
   private readonly offEngine: (() => void) | null;
@@ -80,6 +86,10 @@ export class NotebookWatch {
       this.known.set(relPath, hash);
       this.options.bus.publish('notebook.changed', { notebook_path: relPath, source: 'server', version: versionOf(hash) });
     });
+    // After the enqueue: a disk check waiting for this save now queues behind its hash.
+    const inFlight = this.savesInFlight.get(relPath);
+    this.savesInFlight.delete(relPath);
+    inFlight?.resolve();
   }
 
   close(): void {
@@ -89,6 +99,8 @@ export class NotebookWatch {
     this.folders.clear();
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
+    for (const inFlight of this.savesInFlight.values()) inFlight.resolve();
+    this.savesInFlight.clear();
   }
 
   private absolute(relPath: string): string {
@@ -127,9 +139,38 @@ export class NotebookWatch {
       for (const relPath of this.known.keys()) if (path.posix.dirname(relPath) === folder) this.debounce(relPath);
       return;
     }
-    // Hidden names cover our own temp files (`.name.ipynb.<pid>.<rand>.tmp`) and editors' swap files.
+    const own = OWN_TEMP.exec(name);
+    if (own?.[1] !== undefined && Number(own[2]) === process.pid) {
+      this.saveStarting(folder === '.' ? own[1] : `${folder}/${own[1]}`);
+      return;
+    }
+    // Hidden names are temp files (ours and other programs') and editors' swap files.
     if (!name.endsWith('.ipynb') || name.startsWith('.') || name.includes('/')) return;
     this.debounce(folder === '.' ? name : `${folder}/${name}`);
+  }
+
+  /**
+   * The store writes `.name.ipynb.<pid>.<random>.tmp` and renames it over the notebook; the rename's event can be
+   * handled before the store calls `saved` (it first syncs the folder). Seeing our own temp file, a disk check of
+   * that notebook waits for the `saved` call, so our save is not taken for someone else's.
+   */
+  private saveStarting(relPath: string): void {
+    if (this.savesInFlight.has(relPath)) return;
+    let resolve!: () => void;
+    const done = new Promise<void>((settle) => (resolve = settle));
+    // A save that failed never calls `saved`: the check then goes ahead after a while.
+    const fallback = setTimeout(() => {
+      if (this.savesInFlight.get(relPath)?.done === done) this.savesInFlight.delete(relPath);
+      resolve();
+    }, SAVE_WAIT_MS);
+    fallback.unref();
+    this.savesInFlight.set(relPath, {
+      done,
+      resolve: () => {
+        clearTimeout(fallback);
+        resolve();
+      },
+    });
   }
 
   private debounce(relPath: string): void {
@@ -144,8 +185,9 @@ export class NotebookWatch {
   }
 
   private async checkDisk(relPath: string): Promise<void> {
-    // Reading through the store waits for any save of this file in flight; its `saved` call is then queued before us.
-    await this.options.notebooks.read(relPath).catch(() => undefined);
+    // Not a read through the store: that would take the news of an outside edit away from the next tool call.
+    const inFlight = this.savesInFlight.get(relPath);
+    if (inFlight) await inFlight.done;
     if (this.closed) return;
     this.enqueue(relPath, async () => {
       const hash = await hashOf(this.absolute(relPath));
@@ -164,11 +206,6 @@ export class NotebookWatch {
   }
 
   private enqueue(relPath: string, task: () => Promise<void>): void {
-    const previous = this.chains.get(relPath) ?? Promise.resolve();
-    const next = previous.then(task).catch((error: Error) => this.options.log('warn', 'notebook change check failed', { notebook: relPath, error: error.message }));
-    this.chains.set(relPath, next);
-    void next.then(() => {
-      if (this.chains.get(relPath) === next) this.chains.delete(relPath);
-    });
+    this.serial.run(relPath, task).catch((error: Error) => this.options.log('warn', 'notebook change check failed', { notebook: relPath, error: error.message }));
   }
 }
