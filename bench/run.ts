@@ -8,11 +8,13 @@ import { accept } from './accept.js';
 import { PROJECT_ROOT, now, round, type Benchmark, type BenchResult, type Row } from './common.js';
 import { mcpStdio } from './mcp-stdio.js';
 import { memory } from './memory.js';
+import { multiprocess } from './multiprocess.js';
 import { overhead } from './overhead.js';
+import { remote } from './remote.js';
 import { startup } from './startup.js';
 import { throughput } from './throughput.js';
 
-const BENCHMARKS: readonly Benchmark[] = [overhead, throughput, memory, mcpStdio, accept, startup];
+const BENCHMARKS: readonly Benchmark[] = [overhead, throughput, memory, mcpStdio, accept, startup, multiprocess, remote];
 
 interface Outcome {
   benchmark: Benchmark;

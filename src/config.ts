@@ -22,6 +22,15 @@ export interface Config {
   assetTtlS: number;
   /** After a restart, replay pending executions whose kernel is gone on a new kernel (default: they end lost). */
   resumeOnNewKernel: boolean;
+  /** Circuit breaker: after this many kernel deaths within `restartWindowS`, a notebook's kernel waits for restart_kernel. */
+  restartLimit: number;
+  restartWindowS: number;
+  /** How long a running execution may outlive an interrupt before callers are told the kernel ignored it. */
+  interruptGraceS: number;
+  /** Unfinished executions (running + waiting) one kernel accepts; past it submissions are refused. */
+  queueLimit: number;
+  /** Replace secrets (API keys, tokens, private keys) in tool results with markers; the notebook keeps the original. */
+  redact: boolean;
 }
 
 export class ConfigError extends Error {}
@@ -34,6 +43,22 @@ export interface ConfigInput {
   jupyterUrl?: string | undefined;
   jupyterToken?: string | undefined;
   resumeOnNewKernel?: boolean | undefined;
+  redact?: boolean | undefined;
+}
+
+function positiveNumber(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new ConfigError(`${name} must be a positive number of seconds, got '${raw}'`);
+  return value;
+}
+
+function onOff(name: string, raw: string | undefined, fallback: boolean): boolean {
+  if (raw === undefined || raw === '') return fallback;
+  const value = raw.trim().toLowerCase();
+  if (['on', '1', 'true', 'yes'].includes(value)) return true;
+  if (['off', '0', 'false', 'no'].includes(value)) return false;
+  throw new ConfigError(`${name} must be on or off, got '${raw}'`);
 }
 
 function positiveInt(name: string, raw: string | undefined, fallback: number): number {
@@ -72,10 +97,11 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
   const httpRaw = input.http ?? env.MCP_JUPYTER_HTTP;
   const logLevel = (env.MCP_JUPYTER_LOG_LEVEL ?? 'info') as Config['logLevel'];
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) throw new ConfigError(`MCP_JUPYTER_LOG_LEVEL must be debug, info, warn or error`);
+  const http = httpRaw ? parseListen(httpRaw) : null;
   return {
     workspace,
     stateDir,
-    http: httpRaw ? parseListen(httpRaw) : null,
+    http,
     token: input.token ?? env.MCP_JUPYTER_TOKEN ?? null,
     jupyterUrl: input.jupyterUrl ?? env.MCP_JUPYTER_URL ?? null,
     jupyterToken: input.jupyterToken ?? env.MCP_JUPYTER_REMOTE_TOKEN ?? null,
@@ -85,5 +111,11 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     logLevel,
     assetTtlS: positiveInt('MCP_JUPYTER_ASSET_TTL_S', env.MCP_JUPYTER_ASSET_TTL_S, 86_400),
     resumeOnNewKernel: input.resumeOnNewKernel ?? env.MCP_JUPYTER_RESUME_ON_NEW_KERNEL === '1',
+    restartLimit: positiveInt('MCP_JUPYTER_RESTART_LIMIT', env.MCP_JUPYTER_RESTART_LIMIT, 3),
+    restartWindowS: positiveNumber('MCP_JUPYTER_RESTART_WINDOW_S', env.MCP_JUPYTER_RESTART_WINDOW_S, 300),
+    interruptGraceS: positiveNumber('MCP_JUPYTER_INTERRUPT_GRACE_S', env.MCP_JUPYTER_INTERRUPT_GRACE_S, 10),
+    queueLimit: positiveInt('MCP_JUPYTER_QUEUE_LIMIT', env.MCP_JUPYTER_QUEUE_LIMIT, 1000),
+    // Over HTTP the agent (and whatever proxies sit in between) may be remote; over stdio it is the user's own client.
+    redact: input.redact ?? onOff('MCP_JUPYTER_REDACT', env.MCP_JUPYTER_REDACT, http !== null),
   };
 }

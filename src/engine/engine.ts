@@ -1,5 +1,6 @@
 // The engine's front door: accepts executions durably, runs them per notebook, answers for them by id.
 import { createHash, randomUUID } from 'node:crypto';
+import { dirname } from 'node:path';
 import type { KernelProvider, KernelSession } from '../kernel/types.js';
 import type { Db } from '../store/db.js';
 import { ExecutionJournal, TERMINAL_STATES, type ExecutionKind, type ExecutionRow, type ExecutionState, type ListFilter, type NewExecution } from '../store/executions.js';
@@ -8,7 +9,9 @@ import { EngineEvents } from './events.js';
 import { Execution, type ExecutionSnapshot } from './execution.js';
 import type { NbOutput } from './output-model.js';
 import { OutputFlusher } from './output-flusher.js';
-import { NotebookKernel } from './scheduler.js';
+import { DEFAULT_KERNEL_LIMITS, emptyEngineStats, finishFields, fullOutputChange, KernelBreakerOpenError, NotebookKernel, type EngineStats, type KernelLimits } from './scheduler.js';
+
+export { KernelBreakerOpenError };
 
 export interface EngineOptions {
   db: Db;
@@ -16,6 +19,10 @@ export interface EngineOptions {
   workspaceRoot: string;
   /** Characters of output kept per execution, in memory and in the journal (head and tail). */
   outputBudgetChars?: number;
+  /** Crash-loop breaker and interrupt grace (defaults: 3 deaths in 300 s, 10 s). */
+  limits?: Partial<KernelLimits>;
+  /** Unfinished executions one kernel accepts (running + waiting); default 1000. */
+  queueLimit?: number;
   log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -33,7 +40,36 @@ export class UnknownExecutionError extends Error {
   }
 }
 
-export type Snapshot = ExecutionSnapshot & { queuePosition?: number };
+export type Snapshot = ExecutionSnapshot & {
+  queuePosition?: number;
+  /** The execution kept running `graceMs` after an interrupt was sent at `sentAt` (epoch ms). */
+  interruptIgnored?: { sentAt: number; graceMs: number };
+};
+
+/** Submissions refused because a kernel's queue is at its limit; nothing of the request was accepted. */
+export class QueueFullError extends Error {}
+
+/**
+ * The state directory cannot take writes (disk full, read-only, I/O error): nothing of the request was accepted,
+ * and what was committed before is untouched (SQLite rolls the transaction back).
+ */
+export class StateStorageError extends Error {}
+
+/** A user-facing explanation of a failed journal write, or null when it is not a storage problem. */
+export function describeStorageError(error: unknown, stateDir: string): string | null {
+  const code = typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : '';
+  const message = error instanceof Error ? error.message : String(error);
+  if (code.startsWith('SQLITE_FULL') || /ENOSPC|disk is full|database or disk is full/i.test(message)) {
+    return `the state directory ${stateDir} is full (${message}). Free some space there; the server recovers by itself once it can write again`;
+  }
+  if (code.startsWith('SQLITE_READONLY') || /EROFS|read-only|readonly/i.test(message)) {
+    return `the state directory ${stateDir} is read-only (${message}). Make it writable (or start the server with another --state-dir)`;
+  }
+  if (code.startsWith('SQLITE_IOERR') || code.startsWith('SQLITE_CANTOPEN') || code.startsWith('SQLITE_CORRUPT') || /EIO\b/.test(message)) {
+    return `the journal in ${stateDir} could not be written (${code || message}). Check the disk and the state directory`;
+  }
+  return null;
+}
 
 export const DEFAULT_OUTPUT_BUDGET_CHARS = 8 * 1024 * 1024;
 
@@ -51,13 +87,41 @@ export class Engine {
   private readonly live = new Map<string, { execution: Execution; kernel: NotebookKernel }>();
   private readonly outputBudgetChars: number;
   private readonly log: NonNullable<EngineOptions['log']>;
+  readonly limits: KernelLimits;
+  readonly queueLimit: number;
+  readonly stats: EngineStats = emptyEngineStats();
+  /** Executions some of whose outputs failed to reach the journal (their final write rewrites all of them). */
+  private readonly incompleteOutputs = new Set<string>();
+  /** Finished executions whose final state could not be journaled yet: answered from memory, written when possible. */
+  private readonly unsaved = new Map<string, Execution>();
+  private readonly stateDir: string;
 
   constructor(private readonly options: EngineOptions) {
     this.journal = new ExecutionJournal(options.db);
     this.kernelJournal = new KernelJournal(options.db);
     this.outputBudgetChars = options.outputBudgetChars ?? DEFAULT_OUTPUT_BUDGET_CHARS;
     this.log = options.log ?? (() => undefined);
-    this.flusher = new OutputFlusher(this.journal, (error) => this.log('error', 'could not journal outputs', { error: error.message }));
+    this.limits = { ...DEFAULT_KERNEL_LIMITS, ...options.limits };
+    this.queueLimit = options.queueLimit ?? 1000;
+    this.stateDir = dirname(options.db.name);
+    const journal = this.journal;
+    const incomplete = this.incompleteOutputs;
+    // The flusher reports failures without the execution: a journal that remembers whose write failed fills the gap.
+    const tracking = Object.create(journal) as ExecutionJournal;
+    tracking.writeOutputs = (id, change) => {
+      try {
+        journal.writeOutputs(id, change);
+      } catch (error) {
+        incomplete.add(id);
+        throw error;
+      }
+    };
+    this.flusher = new OutputFlusher(tracking, (error) => {
+      this.stats.journalWriteErrors += 1;
+      this.log('error', 'could not journal outputs; the execution goes on and its outputs are written again when it ends', {
+        error: describeStorageError(error, this.stateDir) ?? error.message,
+      });
+    });
   }
 
   get provider(): KernelProvider {
@@ -70,6 +134,7 @@ export class Engine {
    * cancelled at the first one that does not succeed.
    */
   submit(requests: SubmitRequest[], batch?: { stopOnError: boolean }): Snapshot[] {
+    this.checkAdmission(requests);
     const batchId = batch ? randomUUID() : null;
     const now = Date.now();
     const rows: NewExecution[] = requests.map((request) => ({
@@ -84,7 +149,17 @@ export class Engine {
       stopOnError: batch?.stopOnError ?? true,
       createdAt: now,
     }));
-    this.journal.insert(rows);
+    try {
+      this.journal.insert(rows);
+    } catch (error) {
+      const problem = describeStorageError(error, this.stateDir);
+      if (!problem) throw error;
+      this.stats.journalWriteErrors += 1;
+      this.log('error', 'could not accept executions', { error: problem });
+      throw new StateStorageError(`not accepted: ${problem}. Nothing of this request was queued, and earlier executions are unaffected.`);
+    }
+    // The journal takes writes again: what could not be saved earlier goes in now.
+    this.saveUnsaved();
     return rows.map((newRow) => {
       const row: ExecutionRow = {
         ...newRow,
@@ -121,12 +196,41 @@ export class Engine {
     });
   }
 
+  /**
+   * Refuses the whole request, before anything is journaled, when a notebook's kernel is blocked by the breaker or
+   * its queue cannot take all of the request's executions.
+   */
+  private checkAdmission(requests: SubmitRequest[]): void {
+    const perNotebook = new Map<string, number>();
+    for (const request of requests) perNotebook.set(request.notebookPath, (perNotebook.get(request.notebookPath) ?? 0) + 1);
+    for (const [notebookPath, adding] of perNotebook) {
+      const kernel = this.notebooks.get(notebookPath);
+      const refusal = kernel?.refusal();
+      if (refusal) throw new KernelBreakerOpenError(refusal);
+      const unfinished = kernel?.unfinished ?? 0;
+      if (unfinished + adding <= this.queueLimit) continue;
+      this.stats.queueFullRefusals += 1;
+      const running = kernel?.running ? 1 : 0;
+      const mustFinish = unfinished + adding - this.queueLimit;
+      const drainMs = kernel?.estimateDrainMs(mustFinish) ?? null;
+      const when = drainMs !== null ? `about ${Math.ceil(drainMs / 1000)} s` : 'some of them have finished';
+      const what = adding > 1 ? `these ${adding} executions (accepted all together or not at all)` : 'this execution';
+      throw new QueueFullError(
+        `queue full (${unfinished} pending on notebook ${notebookPath}: ${running} running, ${unfinished - running} waiting; the limit is ${this.queueLimit}); ` +
+          `retry after ${when}${adding > this.queueLimit ? `, in batches of at most ${this.queueLimit}` : ''}. Nothing of ${what} was accepted; list_executions shows the queue, cancel_execution shortens it.`,
+      );
+    }
+  }
+
   /** The execution now: from memory while it is unfinished, else from the journal. */
   get(id: string): Snapshot {
     const entry = this.live.get(id);
     if (entry) {
       const { execution, kernel } = entry;
-      return execution.snapshot(execution.state === 'pending' ? kernel.positionOf(execution) : undefined);
+      const snapshot: Snapshot = execution.snapshot(execution.state === 'pending' ? kernel.positionOf(execution) : undefined);
+      const ignored = kernel.ignoredInterrupt;
+      if (ignored && ignored.executionId === id && !execution.isTerminal) snapshot.interruptIgnored = { sentAt: ignored.sentAt, graceMs: ignored.graceMs };
+      return snapshot;
     }
     const row = this.journal.get(id);
     if (!row) throw new UnknownExecutionError(id);
@@ -187,6 +291,21 @@ export class Engine {
     }
     entry.kernel.answerInput(entry.execution, value);
     return this.get(id);
+  }
+
+  /** Writes the final state of executions whose end could not be journaled earlier; stops at the first failure. */
+  private saveUnsaved(): void {
+    for (const [id, execution] of this.unsaved) {
+      try {
+        this.journal.finish(id, finishFields(execution), fullOutputChange(execution));
+      } catch {
+        return;
+      }
+      this.unsaved.delete(id);
+      this.incompleteOutputs.delete(id);
+      this.live.delete(id);
+      this.log('info', 'journaled an execution whose end could not be written before', { executionId: id });
+    }
   }
 
   list(filter: ListFilter): ExecutionRow[] {
@@ -252,7 +371,25 @@ export class Engine {
         events: this.events,
         flusher: this.flusher,
         workspaceRoot: this.options.workspaceRoot,
-        onTerminal: (execution) => this.live.delete(execution.id),
+        limits: this.limits,
+        stats: this.stats,
+        onTerminal: (execution, saved) => {
+          if (saved) {
+            this.live.delete(execution.id);
+            this.incompleteOutputs.delete(execution.id);
+            this.saveUnsaved();
+          } else {
+            this.unsaved.set(execution.id, execution);
+          }
+        },
+        journalFailed: (what, error, execution) => {
+          this.stats.journalWriteErrors += 1;
+          this.log('error', `could not journal ${what}; going on in memory`, {
+            executionId: execution?.id,
+            error: describeStorageError(error, this.stateDir) ?? error.message,
+          });
+        },
+        outputsIncomplete: (execution) => this.incompleteOutputs.has(execution.id),
         log: this.log,
       });
       this.notebooks.set(notebookPath, kernel);
@@ -278,11 +415,27 @@ export class Engine {
     return kernel ? kernel.interrupt('interrupted') : false;
   }
 
+  /**
+   * Interrupts the notebook's running execution and waits, driven by its end or by the grace timer, until it
+   * stopped or the interrupt counts as ignored. `sent` is false when the notebook has no kernel.
+   */
+  async interruptAndWatch(notebookPath: string): Promise<{ sent: boolean; executionId: string | null; outcome: 'stopped' | 'ignored' | 'idle' }> {
+    const kernel = this.notebooks.get(notebookPath);
+    if (!kernel) return { sent: false, executionId: null, outcome: 'idle' };
+    const running = kernel.running;
+    const sent = await kernel.interrupt('interrupted');
+    if (!sent || !running) return { sent, executionId: running?.id ?? null, outcome: 'idle' };
+    return { sent, executionId: running.id, outcome: await kernel.interruptOutcome(running) };
+  }
+
+  /**
+   * Restarts the notebook's kernel and resets its breaker (after repeated deaths, this starts a fresh kernel).
+   * False when there is no kernel to restart.
+   */
   async restartKernel(notebookPath: string): Promise<boolean> {
     const kernel = this.notebooks.get(notebookPath);
-    if (!kernel?.session) return false;
-    await kernel.restart();
-    return true;
+    if (!kernel) return false;
+    return kernel.restart();
   }
 
   async shutdownKernel(notebookPath: string): Promise<boolean> {
@@ -299,6 +452,7 @@ export class Engine {
    */
   async close(options: { kernels: 'keep' | 'shutdown' | 'shutdown-idle' }): Promise<void> {
     this.flusher.close();
+    this.saveUnsaved();
     await Promise.all(
       [...this.notebooks.values()].map((kernel) => {
         const idle = kernel.running === null && kernel.queueLength === 0;

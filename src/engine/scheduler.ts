@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { KernelProvider, KernelSession, Unsubscribe } from '../kernel/types.js';
-import type { ExecutionJournal, ExecutionState } from '../store/executions.js';
+import type { ExecutionJournal, ExecutionState, FinishFields, OutputChange } from '../store/executions.js';
 import type { KernelJournal, KernelRow } from '../store/kernels.js';
 import type { EngineEvents } from './events.js';
 import { Execution, type ExecutionHooks, type StopReason } from './execution.js';
@@ -11,6 +11,50 @@ import { OutputFlusher } from './output-flusher.js';
 
 export const KERNEL_LOST_TEXT = 'kernel state was lost';
 
+/** Limits that protect a notebook's kernel from crash loops and its callers from silent hangs. */
+export interface KernelLimits {
+  /** Deaths (or failed starts) within `restartWindowMs` after which the kernel is not started again automatically. */
+  restartLimit: number;
+  restartWindowMs: number;
+  /** How long a running execution may outlive an interrupt before callers are told the kernel ignored it. */
+  interruptGraceMs: number;
+}
+
+export const DEFAULT_KERNEL_LIMITS: KernelLimits = { restartLimit: 3, restartWindowMs: 300_000, interruptGraceMs: 10_000 };
+
+/** Counters kept by the engine since it started (read by server_status and /metrics). */
+export interface EngineStats {
+  kernelDeaths: number;
+  /** New kernels started for a notebook whose previous kernel had died. */
+  restartsAfterDeath: number;
+  /** restart_kernel calls that restarted (or, after the breaker opened, started) a kernel. */
+  requestedRestarts: number;
+  breakerTrips: number;
+  interruptsIgnored: number;
+  journalWriteErrors: number;
+  queueFullRefusals: number;
+}
+
+export function emptyEngineStats(): EngineStats {
+  return { kernelDeaths: 0, restartsAfterDeath: 0, requestedRestarts: 0, breakerTrips: 0, interruptsIgnored: 0, journalWriteErrors: 0, queueFullRefusals: 0 };
+}
+
+interface Death {
+  at: number;
+  reason: string;
+}
+
+/** The kernel died too often: nothing starts it again until restart_kernel. */
+export class KernelBreakerOpenError extends Error {}
+
+interface InterruptWatch {
+  execution: Execution;
+  sentAt: number;
+  timer: NodeJS.Timeout;
+  /** Resolves when the grace period passed with the execution still running. */
+  ignored: Promise<void>;
+}
+
 export interface SchedulerDeps {
   provider: KernelProvider;
   journal: ExecutionJournal;
@@ -18,8 +62,17 @@ export interface SchedulerDeps {
   events: EngineEvents;
   flusher: OutputFlusher;
   workspaceRoot: string;
-  /** Called when an execution reaches a terminal state (the engine drops it from memory later). */
-  onTerminal(execution: Execution): void;
+  limits: KernelLimits;
+  stats: EngineStats;
+  /**
+   * Called when an execution reaches a terminal state (the engine drops it from memory later). `saved` is false
+   * when its final state could not be journaled: the engine keeps answering for it from memory and retries.
+   */
+  onTerminal(execution: Execution, saved: boolean): void;
+  /** A journal write failed (disk full, read-only state directory): logged and counted; the work goes on in memory. */
+  journalFailed(what: string, error: Error, execution?: Execution): void;
+  /** Whether some of this execution's outputs never reached the journal (its final write then rewrites them all). */
+  outputsIncomplete(execution: Execution): boolean;
   log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -39,11 +92,62 @@ export class NotebookKernel implements ExecutionHooks {
   /** While true, recovery owns this queue: nothing new is sent until it has re-attached (or given up). */
   private recovering = false;
   private closed = false;
+  /** Recent deaths and failed starts, oldest first, within the breaker's window. */
+  private deaths: Death[] = [];
+  /** Open after too many deaths in the window: nothing starts this kernel again until restart_kernel. */
+  breaker: { openedAt: number; deaths: Death[] } | null = null;
+  private lastKernelName: string | null = null;
+  private diedSinceStart = false;
+  private interruptWatch: InterruptWatch | null = null;
+  /** The running execution outlived an interrupt by the grace period (cleared when it ends). */
+  ignoredInterrupt: { executionId: string; sentAt: number; graceMs: number } | null = null;
+  private lastJournalError: string | null = null;
 
   constructor(readonly notebookPath: string, private readonly deps: SchedulerDeps) {}
 
   get queueLength(): number {
     return this.queue.length;
+  }
+
+  /** Accepted and not finished: the waiting ones and the running one (what the queue limit counts). */
+  get unfinished(): number {
+    return this.queue.length + (this.running ? 1 : 0);
+  }
+
+  /** Why new work for this notebook is refused right now, or null. */
+  refusal(): string | null {
+    const breaker = this.breaker;
+    if (!breaker) return null;
+    const last = breaker.deaths[breaker.deaths.length - 1];
+    const windowS = Math.round(this.deps.limits.restartWindowMs / 1000);
+    return (
+      `the kernel of ${this.notebookPath} died ${breaker.deaths.length} times within ${windowS} s (last: ${last?.reason ?? 'unknown'}), ` +
+      `so it is not restarted automatically any more. Nothing was accepted. Fix what kills it (e.g. memory use, os._exit, a crashing extension), ` +
+      `then call restart_kernel for ${this.notebookPath} to start a fresh kernel (kernel state will be reset) and run again.`
+    );
+  }
+
+  /** A rough wait, from the durations of recent executions, until `count` of the unfinished ones have finished. */
+  estimateDrainMs(count: number): number | null {
+    const durations = this.recent
+      .filter((execution) => execution.startedAt !== null && execution.finishedAt !== null)
+      .map((execution) => (execution.finishedAt ?? 0) - (execution.startedAt ?? 0));
+    if (durations.length === 0) return null;
+    const mean = durations.reduce((sum, ms) => sum + ms, 0) / durations.length;
+    return Math.max(1_000, Math.round(mean * count));
+  }
+
+  /**
+   * Resolves `stopped` when the execution ends, or `ignored` when it is still running `interruptGraceMs` after an
+   * interrupt was sent to it (the caller can then restart the kernel). Without an interrupt in flight: `stopped`
+   * once it ends.
+   */
+  interruptOutcome(execution: Execution): Promise<'stopped' | 'ignored'> {
+    const ended = execution.done.then(() => 'stopped' as const);
+    const watch = this.interruptWatch;
+    if (this.ignoredInterrupt?.executionId === execution.id) return Promise.resolve('ignored');
+    if (!watch || watch.execution !== execution) return ended;
+    return Promise.race([ended, watch.ignored.then(() => 'ignored' as const)]);
   }
 
   pending(): readonly Execution[] {
@@ -66,12 +170,16 @@ export class NotebookKernel implements ExecutionHooks {
   ensureKernel(kernelName: string): Promise<KernelSession> {
     if (this.session && this.session.status !== 'dead') return Promise.resolve(this.session);
     if (this.starting) return this.starting;
+    const refusal = this.refusal();
+    if (refusal) return Promise.reject(new KernelBreakerOpenError(refusal));
     const id = randomUUID();
     const absolute = `${this.deps.workspaceRoot}/${this.notebookPath}`;
     this.starting = this.deps.provider
       .start({ kernelName, cwd: dirname(absolute), id })
       .then((session) => {
         this.adopt(session);
+        if (this.diedSinceStart) this.deps.stats.restartsAfterDeath += 1;
+        this.diedSinceStart = false;
         this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status: 'started' });
         return session;
       })
@@ -85,7 +193,8 @@ export class NotebookKernel implements ExecutionHooks {
   adopt(session: KernelSession): void {
     this.detachListeners();
     this.session = session;
-    this.deps.kernels.recordLive(session.toStored(), this.notebookPath, session.instance);
+    this.lastKernelName = session.kernelName;
+    this.record('the live kernel', () => this.deps.kernels.recordLive(session.toStored(), this.notebookPath, session.instance));
     this.unsubscribes = [
       session.onMessage((message) => this.mux.route(message)),
       session.onStatus((status) => this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status })),
@@ -111,7 +220,8 @@ export class NotebookKernel implements ExecutionHooks {
         this.deps.log('warn', 'could not re-attach a kernel', { notebook: this.notebookPath, kernelId: work.stored?.stored.id, error: error.message });
         return null;
       });
-      if (!session) this.deps.kernels.recordEnded(work.stored.stored.id, 'gone when the server restarted');
+      const storedId = work.stored.stored.id;
+      if (!session) this.record('a kernel end', () => this.deps.kernels.recordEnded(storedId, 'gone when the server restarted'));
     }
     this.recovering = false;
     if (session) {
@@ -192,6 +302,7 @@ export class NotebookKernel implements ExecutionHooks {
     const running = this.running;
     if (running) {
       running.stopReason = reason;
+      this.watchInterrupt(running);
       // ipykernel ignores SIGINT until it dispatches the request: hold the interrupt until execute_input says it runs.
       if (!running.executingInKernel) {
         this.interruptOnStart = running;
@@ -201,25 +312,44 @@ export class NotebookKernel implements ExecutionHooks {
     return this.interruptSession();
   }
 
-  async restart(): Promise<void> {
+  /**
+   * Restarts the kernel, and resets the breaker: after repeated deaths (no session left) this is what starts a fresh
+   * kernel again. Resolves false when there was nothing to restart.
+   */
+  async restart(): Promise<boolean> {
     const session = this.session;
+    const blocked = this.breaker !== null;
+    this.breaker = null;
+    this.deaths = [];
+    if (!session && !blocked) return false;
     this.endPending('cancelled', 'not run: the kernel was restarted (kernel state was reset)');
     if (this.running) this.finish(this.running, 'cancelled', 'the kernel was restarted while this ran; kernel state was reset');
-    if (!session) return;
+    this.deps.stats.requestedRestarts += 1;
+    if (!session) {
+      this.diedSinceStart = false;
+      await this.ensureKernel(this.lastKernelName ?? 'python3').catch((error: Error) => {
+        this.noteDeath(`it failed to start: ${error.message}`);
+        throw error;
+      });
+      this.pump();
+      return true;
+    }
     await session.restart();
-    this.deps.kernels.recordLive(session.toStored(), this.notebookPath, session.instance);
+    this.record('the live kernel', () => this.deps.kernels.recordLive(session.toStored(), this.notebookPath, session.instance));
     this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status: 'started', detail: 'restarted' });
     this.pump();
+    return true;
   }
 
   async shutdown(reason = 'shut down on request'): Promise<void> {
+    this.clearInterruptWatch();
     this.endPending('cancelled', 'not run: the kernel was shut down');
     if (this.running) this.finish(this.running, 'cancelled', 'the kernel was shut down while this ran; kernel state was lost');
     const session = this.session;
     this.detachListeners();
     this.session = null;
     if (!session) return;
-    this.deps.kernels.recordEnded(session.id, reason);
+    this.record('a kernel end', () => this.deps.kernels.recordEnded(session.id, reason));
     this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status: 'shutdown' });
     await session.shutdown();
   }
@@ -227,6 +357,7 @@ export class NotebookKernel implements ExecutionHooks {
   /** Leaves the kernel running for a later server process to re-attach (server stop, not kernel stop). */
   async detach(): Promise<void> {
     this.closed = true;
+    this.clearInterruptWatch();
     const session = this.session;
     this.detachListeners();
     this.session = null;
@@ -245,7 +376,7 @@ export class NotebookKernel implements ExecutionHooks {
   // ExecutionHooks -----------------------------------------------------------------------------------------
 
   stateChanged(execution: Execution): void {
-    this.deps.journal.setState(execution.id, execution.state);
+    this.record('a state change', () => this.deps.journal.setState(execution.id, execution.state), execution);
     this.deps.events.emit('execution.state', { executionId: execution.id, notebookPath: this.notebookPath, state: execution.state });
   }
 
@@ -255,7 +386,8 @@ export class NotebookKernel implements ExecutionHooks {
   }
 
   executionCountKnown(execution: Execution): void {
-    if (execution.executionCount !== null) this.deps.journal.setExecutionCount(execution.id, execution.executionCount);
+    const count = execution.executionCount;
+    if (count !== null) this.record('an execution count', () => this.deps.journal.setExecutionCount(execution.id, count), execution);
   }
 
   executing(execution: Execution): void {
@@ -269,7 +401,7 @@ export class NotebookKernel implements ExecutionHooks {
       if (!target.outputs.updateDisplay(displayId, content)) continue;
       if (target.isTerminal) {
         const change = this.deps.flusher.takeNow(target);
-        if (change) this.deps.journal.writeOutputs(target.id, change);
+        if (change) this.record('updated outputs', () => this.deps.journal.writeOutputs(target.id, change), target);
         this.deps.events.emit('execution.outputs_replaced', { executionId: target.id, notebookPath: this.notebookPath, cellId: target.row.cellId });
       } else {
         this.deps.flusher.schedule(target);
@@ -296,7 +428,10 @@ export class NotebookKernel implements ExecutionHooks {
       if (!first) return;
       this.ensureKernel(first.row.kernelName).then(
         () => this.pump(),
-        (error: Error) => this.endPending('lost', `not run: the kernel could not be started: ${error.message}`),
+        (error: Error) => {
+          if (!(error instanceof KernelBreakerOpenError)) this.noteDeath(`it failed to start: ${error.message}`);
+          this.endPending('lost', `not run: the kernel could not be started: ${error.message}${this.breakerNote()}`);
+        },
       );
       return;
     }
@@ -318,7 +453,16 @@ export class NotebookKernel implements ExecutionHooks {
     execution.startedAt = Date.now();
     execution.state = 'running';
     // Journal first: after a crash we must know this request may have reached the kernel, so it is never sent twice.
-    this.deps.journal.markRunning(execution.id, session.id, session.instance, msgId, execution.startedAt);
+    // If that cannot be recorded, it is not sent at all.
+    const startedAt = execution.startedAt;
+    if (!this.record('the start of an execution', () => this.deps.journal.markRunning(execution.id, session.id, session.instance, msgId, startedAt), execution)) {
+      this.finish(
+        execution,
+        'lost',
+        `not run: its start could not be recorded in the journal (${this.lastJournalError ?? 'write failed'}), so nothing was sent to the kernel (kernel state was kept). Free space in the state directory (or make it writable) and run it again.`,
+      );
+      return;
+    }
     this.mux.register(msgId, (reply) => execution.handle(reply));
     this.deps.events.emit('execution.started', { executionId: execution.id, notebookPath: this.notebookPath, cellId: execution.row.cellId, kernelId: session.id });
     session.send(message).catch((error: Error) => {
@@ -340,21 +484,11 @@ export class NotebookKernel implements ExecutionHooks {
 
   private commitTerminal(execution: Execution): void {
     if (execution.msgId) this.mux.unregister(execution.msgId);
-    const change = this.deps.flusher.takeNow(execution);
-    this.deps.journal.finish(
-      execution.id,
-      {
-        state: execution.state,
-        finishedAt: execution.finishedAt ?? Date.now(),
-        statusText: execution.statusText,
-        errorName: execution.error?.ename ?? null,
-        errorValue: execution.error?.evalue ?? null,
-        executionCount: execution.executionCount,
-        outputsDroppedChars: execution.outputs.droppedChars,
-        outputsNote: execution.outputsNote,
-      },
-      change,
-    );
+    if (this.interruptWatch?.execution === execution) this.clearInterruptWatch();
+    const pendingChange = this.deps.flusher.takeNow(execution);
+    // Outputs that failed to reach the journal earlier are lost from the change stream: write them all again.
+    const change = this.deps.outputsIncomplete(execution) ? fullOutputChange(execution) : pendingChange;
+    const saved = this.record('the final state of an execution', () => this.deps.journal.finish(execution.id, finishFields(execution), change), execution);
     this.recent.push(execution);
     if (this.recent.length > RECENT_LIMIT) this.recent.shift();
     this.deps.events.emit('execution.finished', {
@@ -367,7 +501,7 @@ export class NotebookKernel implements ExecutionHooks {
       statusText: execution.statusText,
       durationMs: execution.startedAt !== null && execution.finishedAt !== null ? execution.finishedAt - execution.startedAt : null,
     });
-    this.deps.onTerminal(execution);
+    this.deps.onTerminal(execution, saved);
   }
 
   /** A batch with stop_on_error stops at its first execution that did not succeed. */
@@ -392,14 +526,80 @@ export class NotebookKernel implements ExecutionHooks {
     this.deps.log('warn', 'kernel died', { notebook: this.notebookPath, kernelId: session.id, reason });
     this.detachListeners();
     this.session = null;
-    this.deps.kernels.recordEnded(session.id, reason);
+    this.deps.stats.kernelDeaths += 1;
+    this.diedSinceStart = true;
+    this.noteDeath(reason);
+    this.record('a kernel end', () => this.deps.kernels.recordEnded(session.id, reason));
     // Release its sockets, timers and connection file (and anything left of its process group).
     session.shutdown().catch((error: Error) => this.deps.log('warn', 'cleanup of a dead kernel failed', { kernelId: session.id, error: error.message }));
-    this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status: 'dead', detail: reason });
+    const note = this.breakerNote();
+    this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status: 'dead', detail: `${reason}${note}` });
     const running = this.running;
     this.running = null;
-    if (running) this.finish(running, 'lost', `the kernel died (${reason}); ${KERNEL_LOST_TEXT}`);
-    this.endPending('lost', `not run: the kernel died (${reason}) before this ran; ${KERNEL_LOST_TEXT}. Re-run the notebook from the top (run_all_cells).`);
+    if (running) this.finish(running, 'lost', `the kernel died (${reason}); ${KERNEL_LOST_TEXT}${note}`);
+    this.endPending('lost', `not run: the kernel died (${reason}) before this ran; ${KERNEL_LOST_TEXT}. Re-run the notebook from the top (run_all_cells).${note}`);
+  }
+
+  /** Counts a death (or failed start) against the breaker's window, and opens the breaker at the limit. */
+  private noteDeath(reason: string): void {
+    const now = Date.now();
+    const { restartLimit, restartWindowMs } = this.deps.limits;
+    this.deaths = [...this.deaths.filter((death) => now - death.at < restartWindowMs), { at: now, reason }];
+    if (this.breaker || this.deaths.length < restartLimit) return;
+    this.breaker = { openedAt: now, deaths: [...this.deaths] };
+    this.deps.stats.breakerTrips += 1;
+    this.deps.log('error', 'kernel keeps dying: not restarting it automatically until restart_kernel', {
+      notebook: this.notebookPath,
+      deaths: this.deaths.length,
+      windowS: restartWindowMs / 1000,
+      last: reason,
+    });
+  }
+
+  private breakerNote(): string {
+    if (!this.breaker) return '';
+    return ` It has died ${this.breaker.deaths.length} times within ${Math.round(this.deps.limits.restartWindowMs / 1000)} s, so it will not be restarted automatically: call restart_kernel to start a fresh one.`;
+  }
+
+  /** Starts the grace period of an interrupt sent to the running execution (the first interrupt sets the clock). */
+  private watchInterrupt(execution: Execution): void {
+    if (this.interruptWatch?.execution === execution) return;
+    this.clearInterruptWatch();
+    const graceMs = this.deps.limits.interruptGraceMs;
+    const sentAt = Date.now();
+    let fire: () => void = () => undefined;
+    const ignored = new Promise<void>((resolve) => {
+      fire = resolve;
+    });
+    const timer = setTimeout(() => {
+      if (this.running !== execution || execution.isTerminal) return;
+      this.ignoredInterrupt = { executionId: execution.id, sentAt, graceMs };
+      this.deps.stats.interruptsIgnored += 1;
+      this.deps.log('warn', 'the kernel ignored an interrupt', { notebook: this.notebookPath, executionId: execution.id, graceS: graceMs / 1000 });
+      fire();
+    }, graceMs);
+    // A pending grace period must not keep a finished process alive.
+    timer.unref();
+    this.interruptWatch = { execution, sentAt, timer, ignored };
+  }
+
+  private clearInterruptWatch(): void {
+    if (this.interruptWatch) clearTimeout(this.interruptWatch.timer);
+    this.interruptWatch = null;
+    this.ignoredInterrupt = null;
+  }
+
+  /** Runs a journal write; a failure (disk full, read-only state directory) is reported, counted and survived. */
+  private record(what: string, write: () => void, execution?: Execution): boolean {
+    try {
+      write();
+      return true;
+    } catch (error) {
+      const failure = error instanceof Error ? error : new Error(String(error));
+      this.lastJournalError = failure.message;
+      this.deps.journalFailed(what, failure, execution);
+      return false;
+    }
   }
 
   private async interruptSession(): Promise<boolean> {
@@ -413,4 +613,23 @@ export class NotebookKernel implements ExecutionHooks {
     for (const unsubscribe of this.unsubscribes) unsubscribe();
     this.unsubscribes = [];
   }
+}
+
+export function finishFields(execution: Execution): FinishFields {
+  return {
+    state: execution.state,
+    finishedAt: execution.finishedAt ?? Date.now(),
+    statusText: execution.statusText,
+    errorName: execution.error?.ename ?? null,
+    errorValue: execution.error?.evalue ?? null,
+    executionCount: execution.executionCount,
+    outputsDroppedChars: execution.outputs.droppedChars,
+    outputsNote: execution.outputsNote,
+  };
+}
+
+/** Every output of the execution, as a change that replaces what the journal holds. */
+export function fullOutputChange(execution: Execution): OutputChange {
+  const outputs = execution.outputs.outputs();
+  return { upserts: outputs.map((output, index) => [index, JSON.stringify(output)]), count: outputs.length };
 }

@@ -58,9 +58,28 @@ async function exists(p: string): Promise<boolean> {
 }
 
 /**
+ * A name that Unicode compatibility folding (NFKC) turns into `.`, `..` or something holding `/`, such as the
+ * fullwidth `．．` or the leader `‥`: harmless on this filesystem, but any tool that normalizes names (an editor,
+ * an archive, a sync client) would see a traversal, so such names are refused rather than passed on.
+ */
+function lookAlikeComponent(userPath: string): string | undefined {
+  return userPath.split('/').find((part) => {
+    const folded = part.normalize('NFKC');
+    return folded !== part && (folded === '.' || folded === '..' || folded.includes('/') || folded.includes('\\'));
+  });
+}
+
+/**
  * Resolves a user-supplied path against the workspace root, refusing anything that would read or write
  * outside it. Symlinks are judged by where they lead: the deepest existing ancestor is realpath-ed, so a
  * link anywhere in the path (a directory or the file itself) that points out of the root is refused.
+ *
+ * Paths are taken literally: nothing is URL-decoded (`%2e%2e` is a folder named that, inside the root) and case
+ * is significant (`.IPYNB` is not a notebook). Control characters and Unicode look-alikes of `.`/`..`/`/` are
+ * refused. Hard links cannot be told from ordinary files by path: a hard link inside the root to a file elsewhere
+ * reads that file's bytes, as anyone who could create the link already could. Writes never go through it:
+ * every save writes a new file and renames it over the name, which replaces the link inside the workspace and
+ * leaves the other name's bytes untouched.
  */
 export async function resolveWorkspacePath(workspaceRoot: string, userPath: string, opts: ResolveOptions = {}): Promise<ResolvedPath> {
   const requireNotebook = opts.notebook ?? true;
@@ -69,6 +88,20 @@ export async function resolveWorkspacePath(workspaceRoot: string, userPath: stri
   }
   if (userPath.includes('\0')) {
     throw new PathError('the path contains a NUL byte, which no file name can hold; remove it', userPath);
+  }
+  const control = /[\u0001-\u001f\u007f]/.exec(userPath);
+  if (control) {
+    throw new PathError(
+      `the path contains a control character (U+${control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}); file names used here must be printable. Rename the file or fix the path`,
+      userPath,
+    );
+  }
+  const lookAlike = lookAlikeComponent(userPath);
+  if (lookAlike !== undefined) {
+    throw new PathError(
+      `the path component "${lookAlike}" is a Unicode look-alike of "${lookAlike.normalize('NFKC')}"; such names are refused because tools that normalize Unicode would read them as a path traversal. Use plain ASCII "." and "/" (and rename the folder if it really exists)`,
+      userPath,
+    );
   }
   const root = await realWorkspaceRoot(workspaceRoot);
   const givenRoot = path.resolve(workspaceRoot);
@@ -96,6 +129,12 @@ export async function resolveWorkspacePath(workspaceRoot: string, userPath: stri
   }
 
   const relative = path.relative(root, absolute).split(path.sep).join('/');
+  if (requireNotebook && !absolute.endsWith('.ipynb') && absolute.toLowerCase().endsWith('.ipynb')) {
+    throw new PathError(
+      `${userPath} has the extension "${absolute.slice(-6)}"; notebook files end in lower-case ".ipynb" (Jupyter does not recognise other spellings). Rename it to "${relative.slice(0, -6)}.ipynb"`,
+      userPath,
+    );
+  }
   if (requireNotebook && !absolute.endsWith('.ipynb')) {
     throw new PathError(`${userPath} is not a notebook path: notebook files must end in ".ipynb" (e.g. "${relative || 'notebook'}.ipynb")`, userPath);
   }

@@ -17,6 +17,7 @@ export function statusLine(snapshot: Snapshot, waitedMs?: number): string {
     case 'pending':
       return `execution ${id}: pending, ${snapshot.queuePosition ?? 0} ahead of it in the queue${waitedMs ? ` after waiting ${seconds(waitedMs)}` : ''}. Call get_execution with this execution_id (and wait_s) to pick it up.`;
     case 'running':
+      if (snapshot.interruptIgnored) return `execution ${id}: still running — ${interruptIgnoredText(snapshot.interruptIgnored)}`;
       return `execution ${id}: still running${waitedMs ? ` after ${seconds(waitedMs)}` : ''}; it goes on in the kernel. Call get_execution with this execution_id (and wait_s) to pick it up, or cancel_execution to stop it.`;
     case 'awaiting_input':
       return `execution ${id}: waiting for input — the code called input(${JSON.stringify(snapshot.awaitingInput?.prompt ?? '')})${snapshot.awaitingInput?.password ? ' (a password prompt)' : ''}. Answer with send_input.`;
@@ -27,6 +28,15 @@ export function statusLine(snapshot: Snapshot, waitedMs?: number): string {
     default:
       return `execution ${id}: ${snapshot.state}${count}${took}${snapshot.statusText ? ` — ${snapshot.statusText}` : ''}`;
   }
+}
+
+/** What to tell a caller whose interrupt the running code outlived. */
+export function interruptIgnoredText(ignored: { sentAt: number; graceMs: number }): string {
+  const ago = Math.round((Date.now() - ignored.sentAt) / 1000);
+  return (
+    `the kernel ignored the interrupt sent ${ago} s ago (grace ${ignored.graceMs / 1000} s): the code may catch KeyboardInterrupt or be stuck in native code. ` +
+    `It goes on running. Call restart_kernel to stop it (kernel state will be reset), or keep waiting with get_execution.`
+  );
 }
 
 export function structuredExecution(snapshot: Snapshot): Record<string, unknown> {
@@ -45,6 +55,7 @@ export function structuredExecution(snapshot: Snapshot): Record<string, unknown>
     finished_at: snapshot.finishedAt !== null ? new Date(snapshot.finishedAt).toISOString() : null,
     output_count: snapshot.outputs.length,
     outputs_dropped_chars: snapshot.droppedChars,
+    interrupt_ignored: snapshot.interruptIgnored !== undefined,
   };
 }
 

@@ -1,9 +1,11 @@
 // Builds one MCP server (one per client session) with every tool of the API registered on the shared workspace.
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { registerNotebookResources } from './resources.js';
+import { enableExecutionTasks } from './tasks.js';
 import { registerAssetTools } from './tools/assets.js';
 import { registerExecutionTools } from './tools/execution.js';
 import { registerKernelTools } from './tools/kernels.js';
+import { setToolContext } from './tools/common.js';
 import { registerNotebookTools } from './tools/notebooks.js';
 import { registerServerTools } from './tools/server-status.js';
 import { registerSyncTools } from './tools/sync.js';
@@ -21,6 +23,7 @@ export function createMcpServer(workspace: Workspace): McpServer {
     { name: 'mcp-server-jupyter', title: 'Jupyter workspace', version: VERSION },
     { capabilities: { tools: {}, logging: {} }, instructions: INSTRUCTIONS },
   );
+  setToolContext(server, { redact: workspace.config.redact });
   registerNotebookTools(server, workspace);
   registerExecutionTools(server, workspace);
   registerSyncTools(server, workspace);
@@ -29,5 +32,7 @@ export function createMcpServer(workspace: Workspace): McpServer {
   registerAssetTools(server, workspace, workspace.assets);
   registerServerTools(server, workspace);
   registerNotebookResources(server, workspace);
+  // execute_cell, execute_code and run_all_cells can also be called as MCP tasks (after the tools are registered).
+  enableExecutionTasks(server, workspace);
   return server;
 }

@@ -248,6 +248,21 @@ export function httpMetrics(registry: Registry = metricsRegistry): HttpMetrics {
   };
 }
 
+export interface ToolMetrics {
+  calls: Counter<'tool' | 'outcome'>;
+  duration: Histogram<'tool'>;
+  redactions: Counter<'kind'>;
+}
+
+/** Per-tool call counts (outcome `ok` or `error`) and latencies, and the secrets redacted from tool results. */
+export function toolMetrics(registry: Registry = metricsRegistry): ToolMetrics {
+  return {
+    calls: registry.counter('mcp_jupyter_tool_calls_total', 'MCP tool calls answered, by tool and outcome (ok, error)', ['tool', 'outcome']),
+    duration: registry.histogram('mcp_jupyter_tool_call_duration_seconds', 'MCP tool call duration in seconds (waiting for a cell included)', ['tool'], HTTP_DURATION_BUCKETS),
+    redactions: registry.counter('mcp_jupyter_redactions_total', 'Secrets replaced by a marker in tool results, by kind', ['kind']),
+  };
+}
+
 /** Paths that get their own label value; everything else is `other`, so scanners cannot blow up cardinality. */
 const KNOWN_PATHS = new Set(['/', '/mcp', '/events', '/health', '/metrics']);
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
@@ -288,6 +303,21 @@ export function collectMetrics(workspace: StatusSource, extras: CollectExtras = 
   snapshot.gauge('mcp_jupyter_event_clients', 'Connected live-event (WebSocket) clients').set(undefined, status.eventClients);
   snapshot.gauge('mcp_jupyter_database_bytes', 'Size of the state database and its WAL file in bytes').set(undefined, status.databaseBytes);
   snapshot.gauge('mcp_jupyter_uptime_seconds', 'Seconds since the server started').set(undefined, status.uptimeS);
+  if (status.queueLimit !== undefined) snapshot.gauge('mcp_jupyter_queue_limit', 'Unfinished executions one kernel accepts before refusing more').set(undefined, status.queueLimit);
+  snapshot
+    .gauge('mcp_jupyter_kernels_restart_blocked', 'Kernels not restarted automatically after repeated deaths (waiting for restart_kernel)')
+    .set(undefined, status.kernels.filter((kernel) => kernel.restartBlocked).length);
+  const engine = status.engine;
+  if (engine) {
+    snapshot.counter('mcp_jupyter_kernel_deaths_total', 'Kernels that died (process exited or vanished) since the start').inc(undefined, engine.kernelDeaths);
+    const restarts = snapshot.counter('mcp_jupyter_kernel_restarts_total', 'Kernel restarts: after a death (automatic) or requested (restart_kernel)', ['reason']);
+    restarts.inc({ reason: 'after_death' }, engine.restartsAfterDeath);
+    restarts.inc({ reason: 'requested' }, engine.requestedRestarts);
+    snapshot.counter('mcp_jupyter_kernel_breaker_trips_total', 'Times a kernel died too often and was left for restart_kernel').inc(undefined, engine.breakerTrips);
+    snapshot.counter('mcp_jupyter_interrupts_ignored_total', 'Interrupts the running code outlived by the grace period').inc(undefined, engine.interruptsIgnored);
+    snapshot.counter('mcp_jupyter_queue_full_refusals_total', 'Submissions refused because a kernel queue was at its limit').inc(undefined, engine.queueFullRefusals);
+    snapshot.counter('mcp_jupyter_journal_write_errors_total', 'Journal writes that failed (disk full, read-only state directory)').inc(undefined, engine.journalWriteErrors);
+  }
   if (extras.mcpSessions !== undefined) snapshot.gauge('mcp_jupyter_mcp_sessions', 'Open MCP sessions on the HTTP transport').set(undefined, extras.mcpSessions);
   return snapshot.render() + (extras.registry ?? metricsRegistry).render();
 }

@@ -3,6 +3,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
 import { Engine } from '../engine/engine.js';
+import type { EngineStats } from '../engine/scheduler.js';
 import { LocalKernelProvider } from '../kernel/local-provider.js';
 import type { KernelProvider } from '../kernel/types.js';
 import type { Logger } from '../log.js';
@@ -24,6 +25,11 @@ export interface KernelStatusEntry {
   instance: number | null;
   queueLength: number;
   running: string | null;
+  // The fields below are optional only so that hand-built snapshots (tests, older callers) stay valid.
+  /** Why the kernel is not restarted automatically (too many deaths), or null. */
+  restartBlocked?: string | null;
+  /** The running execution kept running past the interrupt grace period. */
+  interruptIgnored?: boolean;
 }
 
 export interface ServerStatus {
@@ -36,6 +42,15 @@ export interface ServerStatus {
   executionsByState: Record<ExecutionState, number>;
   databaseBytes: number;
   eventClients: number;
+  // Optional for the same reason as in KernelStatusEntry.
+  /** Live events dropped from the queues of clients that fell behind, since the start. */
+  eventsDropped?: number;
+  queueLimit?: number;
+  /** Counters since the start: kernel deaths and restarts, breaker trips, ignored interrupts, refusals, journal errors. */
+  engine?: EngineStats;
+  /** The process that owns this workspace (it answers every client's calls) and the other processes piping to it. */
+  ownerPid?: number;
+  followerPids?: number[];
 }
 
 export class Workspace {
@@ -49,9 +64,19 @@ export class Workspace {
   private readonly outputWriter: NotebookOutputWriter;
   /** Set by the HTTP layer: how many live event connections there are. */
   eventClientCount: () => number = () => 0;
+  /** Set by the owner endpoint: the other server processes whose clients this process serves. */
+  followerPids: () => number[] = () => [];
 
   private constructor(readonly config: Config, readonly db: Db, provider: KernelProvider, readonly log: Logger) {
-    this.engine = new Engine({ db, provider, workspaceRoot: config.workspace, outputBudgetChars: config.outputBudgetChars, log });
+    this.engine = new Engine({
+      db,
+      provider,
+      workspaceRoot: config.workspace,
+      outputBudgetChars: config.outputBudgetChars,
+      limits: { restartLimit: config.restartLimit, restartWindowMs: config.restartWindowS * 1000, interruptGraceMs: config.interruptGraceS * 1000 },
+      queueLimit: config.queueLimit,
+      log,
+    });
     this.assets = new AssetStore({ workspaceRoot: config.workspace, db, defaultTtlS: config.assetTtlS });
     // Every save of a notebook renews the leases of the assets it owns, and is announced to live watchers.
     this.notebooks = new NotebookStore({
@@ -62,8 +87,8 @@ export class Workspace {
         this.notebookWatch.saved(path);
       },
     });
-    forwardEngineEvents(this.engine.events, this.events);
-    this.notebookWatch = new NotebookWatch({ workspaceRoot: config.workspace, notebooks: this.notebooks, bus: this.events, log, engineEvents: this.engine.events });
+    forwardEngineEvents(this.engine, this.events);
+    this.notebookWatch = new NotebookWatch({ workspaceRoot: config.workspace, bus: this.events, log, engineEvents: this.engine.events });
     this.outputWriter = new NotebookOutputWriter(this.engine, this.notebooks, this.assets, log);
   }
 
@@ -84,10 +109,12 @@ export class Workspace {
       kernelId: kernel.session?.id ?? null,
       kernelName: kernel.session?.kernelName ?? null,
       location: kernel.session?.location ?? null,
-      status: kernel.session?.status ?? 'not started',
+      status: kernel.session?.status ?? (kernel.breaker ? 'dead' : 'not started'),
       instance: kernel.session?.instance ?? null,
       queueLength: kernel.queueLength,
       running: kernel.running?.id ?? null,
+      restartBlocked: kernel.refusal(),
+      interruptIgnored: kernel.ignoredInterrupt !== null,
     }));
     let databaseBytes = 0;
     for (const suffix of ['', '-wal']) {
@@ -107,6 +134,11 @@ export class Workspace {
       executionsByState: this.engine.countsByState(),
       databaseBytes,
       eventClients: this.eventClientCount(),
+      eventsDropped: this.events.stats().dropped,
+      queueLimit: this.engine.queueLimit,
+      engine: { ...this.engine.stats },
+      ownerPid: process.pid,
+      followerPids: this.followerPids(),
     };
   }
 

@@ -5,6 +5,8 @@ import type { CallToolResult, ServerNotification, ServerRequest } from '@modelco
 import { z, type ZodRawShape, type ZodTypeAny } from 'zod';
 import type { CellRef } from '../../notebook/notebooks.js';
 import type { McpContent } from '../../notebook/outputs.js';
+import { toolMetrics } from '../metrics.js';
+import { redactToolResult } from '../redact.js';
 import type { Workspace } from '../workspace.js';
 
 export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
@@ -88,6 +90,54 @@ export interface ToolDefinition<Input extends ZodRawShape, Output extends ZodRaw
   handler: (args: z.objectOutputType<Input, ZodTypeAny, 'strip'>, extra: ToolExtra) => Promise<CallToolResult>;
 }
 
+/** What every tool of one MCP server applies to its results. */
+export interface ToolContext {
+  /** Replace secrets in text returned to the agent (the notebook and the journal keep the originals). */
+  redact: boolean;
+}
+
+const contexts = new WeakMap<McpServer, ToolContext>();
+
+/** Sets the context of a server's tools (createMcpServer does it from the workspace config); read at each call. */
+export function setToolContext(server: McpServer, context: ToolContext): void {
+  contexts.set(server, context);
+}
+
+export interface ToolCallStats {
+  calls: number;
+  errors: number;
+  totalSeconds: number;
+  maxSeconds: number;
+}
+
+/** Calls that reached a handler since this process started, per tool (inputs refused by the schema are not counted). */
+const callStats = new Map<string, ToolCallStats>();
+
+export function toolCallStats(): Record<string, ToolCallStats> {
+  return Object.fromEntries([...callStats].map(([name, stats]) => [name, { ...stats }]));
+}
+
+function recordCall(name: string, seconds: number, failed: boolean): void {
+  const metrics = toolMetrics();
+  metrics.calls.inc({ tool: name, outcome: failed ? 'error' : 'ok' });
+  metrics.duration.observe({ tool: name }, seconds);
+  let stats = callStats.get(name);
+  if (!stats) callStats.set(name, (stats = { calls: 0, errors: 0, totalSeconds: 0, maxSeconds: 0 }));
+  stats.calls += 1;
+  if (failed) stats.errors += 1;
+  stats.totalSeconds += seconds;
+  stats.maxSeconds = Math.max(stats.maxSeconds, seconds);
+}
+
+function redacted(server: McpServer, outcome: CallToolResult): CallToolResult {
+  if (!contexts.get(server)?.redact) return outcome;
+  const counts = new Map<string, number>();
+  const clean = redactToolResult(outcome, counts);
+  const metrics = toolMetrics();
+  for (const [kind, n] of counts) metrics.redactions.inc({ kind }, n);
+  return clean;
+}
+
 /**
  * Registers a tool whose input object is strict (an unknown or misspelt parameter is an error that lists the
  * valid ones, instead of being silently ignored) and whose thrown errors become tool errors (`isError: true`):
@@ -117,11 +167,15 @@ export function defineTool<Input extends ZodRawShape, Output extends ZodRawShape
       ...(definition.annotations ? { annotations: definition.annotations } : {}),
     },
     (async (args: z.objectOutputType<Input, ZodTypeAny, 'strip'>, extra: ToolExtra) => {
+      const started = process.hrtime.bigint();
+      let outcome: CallToolResult;
       try {
-        return await definition.handler(args, extra);
+        outcome = await definition.handler(args, extra);
       } catch (error) {
-        return { content: [{ type: 'text', text: errorText(error) }], isError: true };
+        outcome = { content: [{ type: 'text', text: errorText(error) }], isError: true };
       }
+      recordCall(name, Number(process.hrtime.bigint() - started) / 1e9, outcome.isError === true);
+      return redacted(server, outcome);
     }) as never,
   );
 }

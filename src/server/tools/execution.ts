@@ -1,4 +1,5 @@
 // Execution tools: execute_cell, execute_code, run_all_cells, get_execution, list_executions, cancel, send_input.
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { ALL_STATES, type ExecutionState } from '../../store/executions.js';
 import { joinText, kernelspecOf } from '../../notebook/nbformat.js';
@@ -100,12 +101,7 @@ export const registerExecutionTools: ToolRegistrar = (server, workspace) => {
         await waitForExecution(workspace, ids, (args.timeout_s ?? 60) * 1000, extra);
         await workspace.settled();
       }
-      const snapshots = ids.map((id) => engine.get(id));
-      const lines = snapshots.map((snapshot) => `${snapshot.cellId ?? ''}: ${statusLine(snapshot)}`);
-      return result({
-        text: `${args.wait === true ? 'ran' : 'queued'} ${ids.length} cells of ${read.path}\n${lines.join('\n')}`,
-        structured: { execution_ids: ids, executions: snapshots.map(structuredExecution) },
-      });
+      return batchResult(workspace, read.path, ids, args.wait === true ? 'ran' : 'queued');
     },
   });
 
@@ -199,6 +195,17 @@ export const registerExecutionTools: ToolRegistrar = (server, workspace) => {
     },
   });
 };
+
+/** The run_all_cells answer: one line per cell. Also the result of a run_all_cells MCP task (see ../tasks.ts). */
+export function batchResult(workspace: Workspace, notebookPath: string, ids: string[], verb: 'ran' | 'queued'): CallToolResult {
+  if (ids.length === 0) return result({ text: 'no code cells to run in that range', structured: { execution_ids: [], executions: [] } });
+  const snapshots = ids.map((id) => workspace.engine.get(id));
+  const lines = snapshots.map((snapshot) => `${snapshot.cellId ?? ''}: ${statusLine(snapshot)}`);
+  return result({
+    text: `${verb} ${ids.length} cells of ${notebookPath}\n${lines.join('\n')}`,
+    structured: { execution_ids: ids, executions: snapshots.map(structuredExecution) },
+  });
+}
 
 /** Waits (or not) for one accepted execution and reports it. */
 async function finishCall(workspace: Workspace, id: string, wait: boolean, timeoutS: number | undefined, extra: Parameters<typeof waitForExecution>[3]) {

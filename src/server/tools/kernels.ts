@@ -1,6 +1,7 @@
 // Kernel tools: list_kernelspecs, list_kernels, start / interrupt / restart / shutdown a notebook's kernel.
 import { z } from 'zod';
 import { kernelspecOf } from '../../notebook/nbformat.js';
+import { interruptIgnoredText } from '../execution-result.js';
 import type { Workspace } from '../workspace.js';
 import { defineTool, notebookPathSchema, result, ToolInputError, type ToolRegistrar } from './common.js';
 
@@ -12,11 +13,12 @@ function kernelSummary(workspace: Workspace, notebookPath: string): Record<strin
     kernel_id: session?.id ?? null,
     kernel_name: session?.kernelName ?? null,
     location: session?.location ?? null,
-    status: session?.status ?? 'not started',
+    status: session?.status ?? (kernel?.breaker ? 'dead' : 'not started'),
     instance: session?.instance ?? null,
     language: session?.info?.languageName ?? null,
     queue_length: kernel?.queueLength ?? 0,
     running_execution_id: kernel?.running?.id ?? null,
+    restart_blocked: kernel?.refusal() ?? null,
   };
 }
 
@@ -50,10 +52,12 @@ export const registerKernelTools: ToolRegistrar = (server, workspace) => {
     handler: async () => {
       const kernels = engine
         .kernels()
-        .filter((kernel) => kernel.session !== null)
+        .filter((kernel) => kernel.session !== null || kernel.breaker !== null)
         .map((kernel) => kernelSummary(workspace, kernel.notebookPath));
-      const lines = kernels.map(
-        (kernel) => `${String(kernel.notebook_path)}  ${String(kernel.kernel_name)} ${String(kernel.status)} at ${String(kernel.location)}, ${String(kernel.queue_length)} queued`,
+      const lines = kernels.map((kernel) =>
+        kernel.restart_blocked
+          ? `${String(kernel.notebook_path)}  dead, not restarted automatically: ${String(kernel.restart_blocked)}`
+          : `${String(kernel.notebook_path)}  ${String(kernel.kernel_name)} ${String(kernel.status)} at ${String(kernel.location)}, ${String(kernel.queue_length)} queued`,
       );
       return result({ text: lines.length ? lines.join('\n') : 'no kernels running', structured: { kernels } });
     },
@@ -96,17 +100,22 @@ export const registerKernelTools: ToolRegistrar = (server, workspace) => {
 
   defineTool(server, 'interrupt_kernel', {
     title: 'Interrupt a kernel',
-    description: "Interrupts what the notebook's kernel is running (the running execution ends `interrupted`; queued ones go on).",
+    description:
+      "Interrupts what the notebook's kernel is running (the running execution ends `interrupted`; queued ones go on). Waits until it stopped, or says so if the code ignores the interrupt for the grace period (MCP_JUPYTER_INTERRUPT_GRACE_S).",
     input: { notebook_path: notebookPathSchema },
     output: { notebook_path: z.string() },
     handler: async (args) => {
       const { relative } = await store.resolve(args.notebook_path);
-      const running = engine.existingKernel(relative)?.running?.id ?? null;
-      if (!(await engine.interruptKernel(relative))) throw new ToolInputError(`${relative} has no running kernel to interrupt`);
-      return result({
-        text: running ? `interrupt sent; execution ${running} will end interrupted` : 'interrupt sent (nothing was running)',
-        structured: { notebook_path: relative, interrupted_execution_id: running },
-      });
+      const { sent, executionId, outcome } = await engine.interruptAndWatch(relative);
+      if (!sent) throw new ToolInputError(`${relative} has no running kernel to interrupt`);
+      const structured = { notebook_path: relative, interrupted_execution_id: executionId, outcome };
+      if (!executionId) return result({ text: 'interrupt sent (nothing was running)', structured });
+      const snapshot = engine.get(executionId);
+      const text =
+        outcome === 'ignored' && snapshot.interruptIgnored
+          ? `execution ${executionId} is still running: ${interruptIgnoredText(snapshot.interruptIgnored)}`
+          : `interrupt sent; execution ${executionId} ended ${snapshot.state}`;
+      return result({ text, structured: { ...structured, status: snapshot.state, interrupt_ignored: outcome === 'ignored' } });
     },
   });
 
@@ -118,10 +127,12 @@ export const registerKernelTools: ToolRegistrar = (server, workspace) => {
     handler: async (args) => {
       const { relative } = await store.resolve(args.notebook_path);
       const pending = engine.existingKernel(relative)?.pending().map((execution) => execution.id) ?? [];
+      const blocked = engine.existingKernel(relative)?.breaker ?? null;
       if (!(await engine.restartKernel(relative))) throw new ToolInputError(`${relative} has no running kernel; start_kernel or execute a cell to start one`);
+      const breakerNote = blocked ? `; it had died ${blocked.deaths.length} times, and automatic restarts are enabled again` : '';
       return result({
-        text: `restarted the kernel of ${relative}: kernel state was reset (every variable is gone; re-run the cells you need)${pending.length ? `; ${pending.length} pending execution(s) cancelled` : ''}`,
-        structured: { ...kernelSummary(workspace, relative), state_reset: true, cancelled_execution_ids: pending },
+        text: `restarted the kernel of ${relative}: kernel state was reset (every variable is gone; re-run the cells you need)${pending.length ? `; ${pending.length} pending execution(s) cancelled` : ''}${breakerNote}`,
+        structured: { ...kernelSummary(workspace, relative), state_reset: true, cancelled_execution_ids: pending, breaker_reset: blocked !== null },
       });
     },
   });

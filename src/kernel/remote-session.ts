@@ -1,0 +1,501 @@
+// One kernel on a Jupyter Server or Gateway: readiness, status from iopub, death as the server reports it, restart, detach.
+import { createMessage } from './protocol.js';
+import type { JupyterMessage, KernelInfo, KernelSession, KernelStatus, StoredKernel, Unsubscribe } from './types.js';
+import { ChannelClosedError, WsChannel, type ChannelEvent, type WsChannelOptions, type WsProtocol } from './ws-channel.js';
+
+export const REMOTE_START_TIMEOUT_MS = 120_000;
+/** Messages kept for the first onMessage listener (a replay can arrive before the engine subscribes). */
+const MAX_HELD = 100_000;
+
+export interface RemoteKernelModel {
+  id: string;
+  name: string;
+  executionState: string | null;
+}
+
+/** What a session needs from the server's REST API (implemented by the provider). */
+export interface RemoteKernelApi {
+  /** The server's base URL as shown to users (no token). */
+  readonly url: string;
+  /** The kernel's model, or null when the server answers 404 (it no longer has the kernel). */
+  kernel(remoteId: string): Promise<RemoteKernelModel | null>;
+  /** false when the server no longer has the kernel. */
+  interrupt(remoteId: string): Promise<boolean>;
+  restart(remoteId: string): Promise<void>;
+  /** Deletes the kernel; a kernel that is already gone is not an error. */
+  shutdown(remoteId: string): Promise<void>;
+  channelOptions(remoteId: string, wsSession: string): Omit<WsChannelOptions, 'onMessage' | 'onEvent'>;
+  /** The server turned out to speak this kernel WebSocket protocol. */
+  rememberProtocol(protocol: WsProtocol): void;
+  log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface RemoteSessionOptions {
+  /** Our id (stable across re-attach). */
+  id: string;
+  kernelName: string;
+  /** The server's id for the kernel. */
+  remoteId: string;
+  /** The WebSocket `session_id` (and our `header.session`): reused on re-attach so the server replays what it buffered. */
+  wsSession: string;
+  instance: number;
+  api: RemoteKernelApi;
+  /** How often the server is asked whether the kernel still exists (a liveness probe, not a wait for work). */
+  livenessIntervalMs: number;
+}
+
+interface PendingRequest {
+  channel: 'shell' | 'control';
+  resolve: (reply: JupyterMessage) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class RemoteKernelSession implements KernelSession {
+  readonly id: string;
+  readonly kernelName: string;
+  readonly location: string;
+  readonly remoteId: string;
+  readonly wsSession: string;
+
+  private readonly api: RemoteKernelApi;
+  private readonly options: RemoteSessionOptions;
+  private readonly channel: WsChannel;
+  private currentStatus: KernelStatus = 'starting';
+  private executionState: 'idle' | 'busy' = 'idle';
+  private kernelInfo: KernelInfo | undefined;
+  private instanceNumber: number;
+  private readiness: { resolve: () => void; reject: (error: Error) => void } | undefined;
+  private livenessTimer: NodeJS.Timeout | undefined;
+  private deathReported = false;
+  private deathReason: string | undefined;
+  private ended: 'shutdown' | 'detached' | undefined;
+  private restarting: Promise<void> | undefined;
+  private shuttingDown: Promise<void> | undefined;
+  /** Until the first onMessage listener: what arrived (a replay after re-attach comes before anyone listens). */
+  private held: JupyterMessage[] | null = [];
+  private heldDropped = 0;
+  private flushScheduled = false;
+  private readonly pending = new Map<string, PendingRequest>();
+  /** Our control requests: the kernel publishes busy/idle for them too, which says nothing about the shell. */
+  private readonly controlRequestIds = new Set<string>();
+  private readonly messageListeners = new Set<(message: JupyterMessage) => void>();
+  private readonly statusListeners = new Set<(status: KernelStatus) => void>();
+  private readonly deathListeners = new Set<(reason: string) => void>();
+
+  constructor(options: RemoteSessionOptions) {
+    this.options = options;
+    this.api = options.api;
+    this.id = options.id;
+    this.kernelName = options.kernelName;
+    this.location = options.api.url;
+    this.remoteId = options.remoteId;
+    this.wsSession = options.wsSession;
+    this.instanceNumber = options.instance;
+    this.channel = new WsChannel({
+      ...options.api.channelOptions(options.remoteId, options.wsSession),
+      onMessage: (message) => this.dispatch(message),
+      onEvent: (event) => this.onChannelEvent(event),
+    });
+  }
+
+  get status(): KernelStatus {
+    return this.currentStatus;
+  }
+
+  get info(): KernelInfo | undefined {
+    return this.kernelInfo;
+  }
+
+  get instance(): number {
+    return this.instanceNumber;
+  }
+
+  /** Which WebSocket protocol the server picked. */
+  get wireProtocol(): 'v1' | 'legacy' {
+    return this.channel.protocol;
+  }
+
+  /** How many times the kernel WebSocket was re-established after a drop. */
+  get reconnects(): number {
+    return this.channel.reconnects;
+  }
+
+  createMessage(
+    channel: 'shell' | 'control' | 'stdin',
+    msgType: string,
+    content: Record<string, unknown>,
+    parent?: JupyterMessage['header'],
+  ): JupyterMessage {
+    return createMessage(channel, msgType, content, parent ? { session: this.wsSession, parent } : { session: this.wsSession });
+  }
+
+  async send(message: JupyterMessage): Promise<void> {
+    const what = `cannot send ${message.header.msg_type}`;
+    if (this.ended === 'shutdown') throw new Error(`Kernel ${this.id} is shut down: ${what}. Start a new kernel.`);
+    if (this.ended === 'detached') throw new Error(`Kernel ${this.id} is detached from this session: ${what}. Attach again first.`);
+    if (this.currentStatus === 'dead') throw new Error(`Kernel ${this.id} is dead (${this.deathReason ?? 'unknown cause'}): ${what}. Restart it first.`);
+    if (this.currentStatus === 'restarting') throw new Error(`Kernel ${this.id} is restarting: ${what} until restart() has finished.`);
+    await this.transmit(message);
+  }
+
+  private transmit(message: JupyterMessage): Promise<void> {
+    if (message.channel === 'control') {
+      this.controlRequestIds.add(message.header.msg_id);
+      if (this.controlRequestIds.size > 1_000) this.controlRequestIds.delete(this.controlRequestIds.values().next().value as string);
+    }
+    return this.channel.send(message);
+  }
+
+  request(channel: 'shell' | 'control', msgType: string, content: Record<string, unknown>, timeoutMs: number): Promise<JupyterMessage> {
+    const message = this.createMessage(channel, msgType, content);
+    const msgId = message.header.msg_id;
+    return new Promise<JupyterMessage>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(msgId);
+        reject(
+          new Error(
+            `Kernel ${this.id} (${this.kernelName} on ${this.location}) did not answer ${msgType} within ${timeoutMs} ms (status: ${this.currentStatus}). ` +
+              'It may be busy or hung: interrupt or restart it.',
+          ),
+        );
+      }, timeoutMs);
+      this.pending.set(msgId, { channel, resolve, reject, timer });
+      this.send(message).catch((error: unknown) => this.settlePending(msgId, error instanceof Error ? error : new Error(String(error))));
+    });
+  }
+
+  onMessage(listener: (message: JupyterMessage) => void): Unsubscribe {
+    this.messageListeners.add(listener);
+    const held = this.held;
+    if (held && !this.flushScheduled) {
+      this.flushScheduled = true;
+      // Handed over after the caller's synchronous set-up (registering the running execution's msg_id), in order,
+      // before anything that arrives later.
+      queueMicrotask(() => {
+        this.held = null;
+        if (this.heldDropped > 0) {
+          this.api.log('warn', 'kernel messages that arrived before anyone listened were dropped', { kernelId: this.id, dropped: this.heldDropped });
+        }
+        for (const message of held) this.emitMessage(message);
+      });
+    }
+    return () => this.messageListeners.delete(listener);
+  }
+
+  onStatus(listener: (status: KernelStatus) => void): Unsubscribe {
+    this.statusListeners.add(listener);
+    return () => this.statusListeners.delete(listener);
+  }
+
+  onDeath(listener: (reason: string) => void): Unsubscribe {
+    this.deathListeners.add(listener);
+    return () => this.deathListeners.delete(listener);
+  }
+
+  /**
+   * Opens the kernel WebSocket and resolves once the kernel has answered kernel_info_request. Probes go on shell at
+   * start and on control when attaching (control answers even while a cell runs), and are repeated with a
+   * backoff: a gateway may still be wiring the kernel up when the first one arrives.
+   */
+  async waitReady(timeoutMs: number, via: 'shell' | 'control' = 'shell'): Promise<void> {
+    this.assertUsable('wait for');
+    if (this.currentStatus !== 'restarting') this.setStatus('starting');
+    let probeTimer: NodeJS.Timeout | undefined;
+    let deadline: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.readiness = { resolve, reject };
+        deadline = setTimeout(
+          () => reject(new Error(`kernel ${this.remoteId} on ${this.location} did not answer kernel_info_request within ${Math.round(timeoutMs / 1000)} s`)),
+          timeoutMs,
+        );
+        this.channel.connect().then(() => {
+          let delay = 1_000;
+          const probe = (): void => {
+            this.transmit(this.createMessage(via, 'kernel_info_request', {})).catch(() => undefined);
+            probeTimer = setTimeout(probe, delay);
+            delay = Math.min(delay * 2, 5_000);
+          };
+          if (this.readiness) probe();
+        }, reject);
+      });
+    } finally {
+      clearTimeout(probeTimer);
+      clearTimeout(deadline);
+      this.readiness = undefined;
+    }
+    this.executionState = 'idle';
+    this.setStatus('idle');
+    this.startLiveness();
+  }
+
+  async interrupt(): Promise<void> {
+    this.assertUsable('interrupt');
+    const known = await this.api.interrupt(this.remoteId);
+    if (!known) {
+      const reason = this.goneReason();
+      this.die(reason);
+      throw new Error(`Cannot interrupt kernel ${this.id}: ${reason}.`);
+    }
+  }
+
+  restart(): Promise<void> {
+    this.assertUsable('restart');
+    this.restarting ??= this.doRestart().finally(() => {
+      this.restarting = undefined;
+    });
+    return this.restarting;
+  }
+
+  shutdown(): Promise<void> {
+    this.shuttingDown ??= this.doShutdown();
+    return this.shuttingDown;
+  }
+
+  async detach(): Promise<void> {
+    if (this.ended) return;
+    this.ended = 'detached';
+    this.stopLiveness();
+    this.readiness?.reject(new Error(`Kernel ${this.id} was detached while starting.`));
+    this.rejectAllPending(`Kernel ${this.id} was detached (it keeps running on ${this.location}).`);
+    // The server now buffers the kernel's messages for our session id, for whoever re-attaches with it.
+    await this.channel.close();
+  }
+
+  toStored(): StoredKernel {
+    return {
+      id: this.id,
+      provider: 'remote',
+      kernelName: this.kernelName,
+      details: { url: this.location, kernelId: this.remoteId, wsSession: this.wsSession, instance: this.instanceNumber },
+    };
+  }
+
+  private async doRestart(): Promise<void> {
+    this.stopLiveness();
+    this.setStatus('restarting');
+    try {
+      // The server answers once the new kernel process is up; the WebSocket stays, its streams reach the new process.
+      await this.api.restart(this.remoteId);
+      this.assertUsable('restart');
+      this.rejectAllPending(`Kernel ${this.id} restarted before replying.`);
+      this.channel.resetTracking();
+      this.instanceNumber += 1;
+      this.executionState = 'idle';
+      await this.waitReady(REMOTE_START_TIMEOUT_MS, 'shell');
+    } catch (error) {
+      if (!this.ended) this.die(`restart failed: ${(error as Error).message}`);
+      throw error;
+    }
+  }
+
+  private async doShutdown(): Promise<void> {
+    if (this.ended === 'detached') throw new Error(`Kernel ${this.id} is detached from this session; attach again to shut it down.`);
+    this.ended = 'shutdown';
+    this.stopLiveness();
+    this.readiness?.reject(new Error(`Kernel ${this.id} was shut down while starting.`));
+    await this.restarting?.catch(() => undefined);
+    try {
+      await this.api.shutdown(this.remoteId);
+    } finally {
+      this.rejectAllPending(`Kernel ${this.id} was shut down.`);
+      await this.channel.close();
+      this.setStatus('dead');
+    }
+  }
+
+  // Liveness ----------------------------------------------------------------------------------------------
+
+  private startLiveness(): void {
+    this.stopLiveness();
+    this.livenessTimer = setInterval(() => void this.probeLiveness(), this.options.livenessIntervalMs);
+    this.livenessTimer.unref();
+  }
+
+  private stopLiveness(): void {
+    clearInterval(this.livenessTimer);
+    this.livenessTimer = undefined;
+  }
+
+  private async probeLiveness(): Promise<void> {
+    let model: RemoteKernelModel | null;
+    try {
+      model = await this.api.kernel(this.remoteId);
+    } catch {
+      // Unreachable for now: the WebSocket's reconnect decides when to give up.
+      return;
+    }
+    if (this.livenessTimer === undefined || this.restarting) return;
+    if (!model) this.die(this.goneReason());
+    else if (model.executionState === 'dead') this.die(`the Jupyter server at ${this.location} reports kernel ${this.remoteId} as dead`);
+  }
+
+  private goneReason(): string {
+    return `the Jupyter server at ${this.location} no longer has kernel ${this.remoteId} (HTTP 404): it was shut down, culled, or the server restarted`;
+  }
+
+  private onChannelEvent(event: ChannelEvent): void {
+    switch (event.type) {
+      case 'disconnected':
+        this.api.log('warn', 'kernel WebSocket dropped; reconnecting with the same session id', { kernelId: this.id, remoteId: this.remoteId, reason: event.reason });
+        if (this.currentStatus === 'idle' || this.currentStatus === 'busy') this.setStatus('unresponsive');
+        return;
+      case 'retrying':
+        this.api.log('warn', 'kernel WebSocket reconnect failed; retrying', { kernelId: this.id, attempt: event.attempt, of: event.of, delayMs: event.delayMs, error: event.error });
+        return;
+      case 'reconnected':
+        this.api.log('info', 'kernel WebSocket reconnected', { kernelId: this.id, attempts: event.attempts, downtimeMs: event.downtimeMs });
+        if (this.currentStatus === 'unresponsive') this.setStatus(this.executionState);
+        return;
+      case 'protocol':
+        this.api.rememberProtocol(event.protocol);
+        this.api.log('info', 'the Jupyter server speaks another kernel WebSocket protocol; switched', { kernelId: this.id, protocol: event.protocol });
+        return;
+      case 'gap':
+        this.api.log('warn', 'kernel messages are missing after a reconnect (noted in the output)', { kernelId: this.id, missing: event.missing });
+        return;
+      case 'kernel-changed':
+        // Our own restart changes the process too; any other change means the kernel state we had is gone.
+        if (!this.restarting && this.currentStatus !== 'starting' && this.currentStatus !== 'restarting') {
+          this.die(`kernel ${this.remoteId} on ${this.location} was replaced by a new process (the server restarted it after it died, or someone else restarted it): kernel state was lost`);
+        }
+        return;
+      case 'malformed':
+        this.api.log('warn', 'dropped an undecodable kernel WebSocket frame', { kernelId: this.id, detail: event.detail });
+        return;
+      case 'closed': {
+        const error = event.error;
+        this.readiness?.reject(error);
+        if (this.ended) return;
+        this.die(error.kind === 'gone' ? this.goneReason() : `lost the kernel WebSocket: ${error.message}`);
+        return;
+      }
+    }
+  }
+
+  // Messages ----------------------------------------------------------------------------------------------
+
+  private dispatch(message: JupyterMessage): void {
+    const parentId = message.parent_header.msg_id;
+    if (message.channel === 'iopub' && message.header.msg_type === 'status') this.onKernelStatus(message, parentId);
+    else if (message.header.msg_type === 'kernel_info_reply' && message.channel !== 'iopub') {
+      this.kernelInfo = toKernelInfo(message.content);
+      this.readiness?.resolve();
+    }
+
+    if (parentId !== undefined && message.channel !== 'iopub') {
+      const waiter = this.pending.get(parentId);
+      if (waiter && waiter.channel === message.channel) {
+        clearTimeout(waiter.timer);
+        this.pending.delete(parentId);
+        waiter.resolve(message);
+      }
+    }
+
+    if (this.held) {
+      this.held.push(message);
+      if (this.held.length > MAX_HELD) {
+        this.held.shift();
+        this.heldDropped += 1;
+      }
+      return;
+    }
+    this.emitMessage(message);
+  }
+
+  private emitMessage(message: JupyterMessage): void {
+    for (const listener of [...this.messageListeners]) {
+      try {
+        listener(message);
+      } catch (error) {
+        console.error(`mcp-server-jupyter: an onMessage listener threw: ${(error as Error).stack ?? String(error)}`);
+      }
+    }
+  }
+
+  private onKernelStatus(message: JupyterMessage, parentId: string | undefined): void {
+    const state = message.content['execution_state'];
+    // The server itself says these (its own session id is ours): an automatic restart after the kernel died, or a
+    // restart that failed. Either way the kernel state we had is gone.
+    if (state === 'dead') {
+      this.die(`the Jupyter server at ${this.location} reports kernel ${this.remoteId} as dead (it died and could not be restarted)`);
+      return;
+    }
+    if (state === 'restarting') {
+      if (!this.restarting && this.currentStatus !== 'restarting') {
+        this.die(`kernel ${this.remoteId} died and the Jupyter server at ${this.location} restarted it: kernel state was lost`);
+      }
+      return;
+    }
+    if (parentId !== undefined && this.controlRequestIds.has(parentId)) {
+      if (state === 'idle') this.controlRequestIds.delete(parentId);
+      return;
+    }
+    if (state !== 'idle' && state !== 'busy') return;
+    this.executionState = state;
+    if (this.currentStatus === 'idle' || this.currentStatus === 'busy') this.setStatus(state);
+  }
+
+  private die(reason: string): void {
+    if (this.ended) return;
+    this.deathReason ??= reason;
+    this.stopLiveness();
+    this.rejectAllPending(`Kernel ${this.id} died: ${reason}.`);
+    this.setStatus('dead');
+    if (this.deathReported) return;
+    this.deathReported = true;
+    for (const listener of [...this.deathListeners]) {
+      try {
+        listener(reason);
+      } catch (error) {
+        console.error(`mcp-server-jupyter: an onDeath listener threw: ${(error as Error).stack ?? String(error)}`);
+      }
+    }
+  }
+
+  private setStatus(status: KernelStatus): void {
+    if (status === this.currentStatus) return;
+    this.currentStatus = status;
+    for (const listener of [...this.statusListeners]) {
+      try {
+        listener(status);
+      } catch (error) {
+        console.error(`mcp-server-jupyter: an onStatus listener threw: ${(error as Error).stack ?? String(error)}`);
+      }
+    }
+  }
+
+  private settlePending(msgId: string, error: Error): void {
+    const waiter = this.pending.get(msgId);
+    if (!waiter) return;
+    clearTimeout(waiter.timer);
+    this.pending.delete(msgId);
+    waiter.reject(error);
+  }
+
+  private rejectAllPending(reason: string): void {
+    for (const msgId of [...this.pending.keys()]) this.settlePending(msgId, new Error(reason));
+  }
+
+  private assertUsable(action: string): void {
+    if (this.ended === 'shutdown') throw new Error(`Cannot ${action} kernel ${this.id}: it was shut down. Start a new kernel.`);
+    if (this.ended === 'detached') throw new Error(`Cannot ${action} kernel ${this.id}: this session is detached. Attach again first.`);
+  }
+}
+
+export function isKernelGone(error: unknown): boolean {
+  return error instanceof ChannelClosedError && error.kind === 'gone';
+}
+
+function toKernelInfo(content: Record<string, unknown>): KernelInfo {
+  const language = (typeof content['language_info'] === 'object' && content['language_info'] !== null ? content['language_info'] : {}) as Record<string, unknown>;
+  const text = (value: unknown): string => (typeof value === 'string' ? value : '');
+  return {
+    protocolVersion: text(content['protocol_version']),
+    implementation: text(content['implementation']),
+    languageName: text(language['name']),
+    languageVersion: text(language['version']),
+    banner: text(content['banner']),
+  };
+}
