@@ -9,7 +9,8 @@ import { NotebookFormatError } from './notebook/nbformat.js';
 
 const USAGE = `usage:
   mcp-server-jupyter serve [--workspace DIR] [--http [HOST:]PORT] [--token T] [--state-dir DIR]
-                           [--jupyter-url URL --jupyter-token T] [--resume-on-new-kernel]
+                           [--jupyter-url URL --jupyter-token T [--jupyter-header 'Name: value']... [--jupyter-ca FILE]]
+                           [--resume-on-new-kernel] [--allowed-host HOST:PORT]... [--allowed-origin ORIGIN]...
   mcp-server-jupyter run NOTEBOOK [--output OUT] [--kernel NAME] [--timeout S] [--allow-errors]
   mcp-server-jupyter doctor [--workspace DIR]
 `;

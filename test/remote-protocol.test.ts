@@ -1,7 +1,10 @@
 // The kernel WebSocket protocols: both wire formats (with binary buffers) against real servers, prefixes, and gap reports.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { WebSocketServer, type WebSocket as ServerSocket } from 'ws';
 import { createMessage } from '../src/kernel/protocol.js';
@@ -14,16 +17,26 @@ import { startJupyterServer, type JupyterServerFixture } from './helpers/jupyter
 let modern: JupyterServerFixture;
 /** Speaks only the legacy JSON protocol, under a JupyterHub-like prefix. */
 let legacy: JupyterServerFixture;
+/** https/wss with a certificate of its own private CA (self-signed). */
+let secure: JupyterServerFixture;
+let certDir: string;
 
 before(async () => {
-  [modern, legacy] = await Promise.all([
+  certDir = mkdtempSync(join(tmpdir(), 'mcpj-remote-tls-'));
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+    '-keyout', join(certDir, 'key.pem'), '-out', join(certDir, 'cert.pem'),
+  ], { stdio: 'ignore' });
+  [modern, legacy, secure] = await Promise.all([
     startJupyterServer(),
     startJupyterServer({ baseUrl: '/user/alice/', args: ['--ZMQChannelsWebsocketConnection.kernel_ws_protocol='] }),
+    startJupyterServer({ tls: { certFile: join(certDir, 'cert.pem'), keyFile: join(certDir, 'key.pem') } }),
   ]);
 });
 
 after(async () => {
-  await Promise.all([modern?.stop(), legacy?.stop()]);
+  await Promise.all([modern?.stop(), legacy?.stop(), secure?.stop()]);
+  rmSync(certDir, { recursive: true, force: true });
 });
 
 function sample(buffers: Buffer[] = []): JupyterMessage {
@@ -132,6 +145,46 @@ test('a legacy-only server under a /user/alice/ prefix: v1 is offered, legacy is
   }
   const withoutPrefix = new RemoteKernelProvider({ url: `http://127.0.0.1:${legacy.port}/`, token: legacy.token });
   await assert.rejects(withoutPrefix.check(), /not the base URL of a Jupyter Server API/);
+});
+
+test('https/wss with a private CA: refused with a hint without --jupyter-ca, working with it', { timeout: 60_000 }, async () => {
+  assert.match(secure.url, /^https:/);
+  const untrusted = new RemoteKernelProvider({ url: secure.url, token: secure.token });
+  await assert.rejects(untrusted.check(), /TLS error talking to https:\/\/127\.0\.0\.1:\d+\/ .*pass its certificate with --jupyter-ca FILE/);
+  const provider = new RemoteKernelProvider({ url: secure.url, token: secure.token, caFile: join(certDir, 'cert.pem') });
+  assert.deepEqual((await provider.check()).kernelspecs, ['python3']);
+  const session = await provider.start({ kernelName: 'python3', cwd: tmpdir(), id: 'tls-test' });
+  try {
+    assert.deepEqual(await runCode(session, '6 * 7'), { status: 'ok', result: '42' });
+  } finally {
+    await session.shutdown();
+  }
+  assert.throws(() => new RemoteKernelProvider({ url: secure.url, caFile: join(certDir, 'key.pem') }), /holds no PEM certificate/);
+});
+
+test('every request keeps the path prefix and carries the token and the extra headers', { timeout: 20_000 }, async () => {
+  const { createServer } = await import('node:http');
+  const seen: Array<{ url: string; authorization: string | undefined; team: string | undefined }> = [];
+  const server = createServer((request, response) => {
+    seen.push({ url: request.url ?? '', authorization: request.headers['authorization'], team: request.headers['x-team'] as string | undefined });
+    response.setHeader('Content-Type', 'application/json');
+    if (request.url === '/user/bob/api') response.end('{"version": "9.9"}');
+    else if (request.url === '/user/bob/api/kernelspecs') response.end('{"default": "py", "kernelspecs": {"py": {"name": "py", "spec": {"display_name": "Py", "language": "python", "argv": []}}}}');
+    else response.writeHead(404).end('{}');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const port = (server.address() as { port: number }).port;
+    const provider = new RemoteKernelProvider({ url: `http://127.0.0.1:${port}/user/bob`, token: 'T0', headers: { 'X-Team': 'a' } });
+    assert.equal(provider.url, `http://127.0.0.1:${port}/user/bob/`);
+    assert.deepEqual(await provider.check(), { version: '9.9', kernelspecs: ['py'], defaultKernelspec: 'py' });
+    assert.deepEqual(seen, [
+      { url: '/user/bob/api', authorization: 'token T0', team: 'a' },
+      { url: '/user/bob/api/kernelspecs', authorization: 'token T0', team: 'a' },
+    ]);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
 });
 
 // Gaps: a fake kernel WebSocket (the real wire format, over a real socket) that drops a connection and skips messages

@@ -105,6 +105,32 @@ test('a server that stays unreachable: the kernel is reported dead after the las
   }
 });
 
+test('a kernel deleted on the server, or one the server restarted after it died, is reported dead with the reason', { timeout: 60_000 }, async () => {
+  const provider = new RemoteKernelProvider({ url: jupyter.url, token: jupyter.token, livenessIntervalMs: 500 });
+  const deleted = await provider.start({ kernelName: 'python3', cwd: tmpdir(), id: 'deleted-elsewhere' });
+  const deletedDeath = new Promise<string>((resolve) => deleted.onDeath(resolve));
+  await fetch(`${jupyter.url}api/kernels/${deleted.remoteId}`, { method: 'DELETE', headers: { Authorization: `token ${jupyter.token}` } });
+  assert.match(await deletedDeath, /no longer has kernel [\w-]+ \(HTTP 404\): it was shut down, culled, or the server restarted/);
+  await deleted.shutdown();
+
+  const crashed = await provider.start({ kernelName: 'python3', cwd: tmpdir(), id: 'crashed' });
+  try {
+    const reply = new Promise<number>((resolve) => {
+      crashed.onMessage((message) => {
+        if (message.header.msg_type === 'execute_result') resolve(Number((message.content['data'] as Record<string, unknown>)['text/plain']));
+      });
+    });
+    await crashed.send(crashed.createMessage('shell', 'execute_request', { code: 'import os; os.getpid()', silent: false, store_history: false, user_expressions: {}, allow_stdin: false, stop_on_error: true }));
+    const crashedDeath = new Promise<string>((resolve) => crashed.onDeath(resolve));
+    process.kill(await reply, 'SIGKILL');
+    // The server restarts a kernel that died on its own; every variable is gone, which is a death to us.
+    assert.match(await crashedDeath, /died and the Jupyter server at .* restarted it: kernel state was lost/);
+    assert.equal(crashed.status, 'dead');
+  } finally {
+    await crashed.shutdown();
+  }
+});
+
 async function call(client: Client, name: string, args: Record<string, unknown>): Promise<CallToolResult & { structuredContent: Record<string, unknown> }> {
   const result = (await client.callTool({ name, arguments: args }, undefined, { timeout: 120_000 })) as CallToolResult;
   if (result.isError) throw new Error(`${name}: ${textOfResult(result)}`);

@@ -66,6 +66,7 @@ interface RemoteDetails {
 }
 
 const ATTACH_TIMEOUT_MS = 30_000;
+const SHUTDOWN_ATTEMPTS = 4;
 const CONNECT_HANDSHAKE_TIMEOUT_MS = 15_000;
 const TLS_CODES = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT',
@@ -194,7 +195,18 @@ export class RemoteKernelProvider implements KernelProvider {
         if (response.status === 404) throw new RemoteServerError('http', `the Jupyter server at ${this.url} no longer has kernel ${remoteId} (HTTP 404)`, 404);
       },
       shutdown: async (remoteId) => {
-        await this.call('DELETE', `api/kernels/${encodeURIComponent(remoteId)}`, { what: 'shut the kernel down' });
+        // Idempotent, so retried on a server error: Jupyter Server answers 500 to a DELETE that lands while it is
+        // restarting a kernel that died.
+        for (let attempt = 1; ; attempt += 1) {
+          try {
+            await this.call('DELETE', `api/kernels/${encodeURIComponent(remoteId)}`, { what: 'shut the kernel down' });
+            return;
+          } catch (error) {
+            const serverError = error instanceof RemoteServerError && error.kind === 'http' && (error.status ?? 0) >= 500;
+            if (!serverError || attempt >= SHUTDOWN_ATTEMPTS) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+          }
+        }
       },
       channelOptions: (remoteId, wsSession) => this.channelOptions(remoteId, wsSession),
       rememberProtocol: (protocol) => {
@@ -409,8 +421,9 @@ export function parseBaseUrl(raw: string): { base: URL; token: string | null } {
   const token = url.searchParams.get('token');
   url.search = '';
   url.hash = '';
-  // Jupyter prints `…/lab?token=…` or `…/tree?token=…`: those pages are not part of the base path.
-  url.pathname = url.pathname.replace(/\/(lab|tree|notebooks)(\/.*)?$/, '/');
+  // Jupyter prints `…/lab?token=…` or `…/tree?token=…`: that page is not part of the base path. Only then: a
+  // JupyterHub prefix like `/user/lab/` must never lose a segment.
+  if (token) url.pathname = url.pathname.replace(/\/(lab|tree)$/, '/');
   if (!url.pathname.endsWith('/')) url.pathname += '/';
   return { base: url, token: token && token.length > 0 ? token : null };
 }

@@ -225,6 +225,8 @@ type AttemptFailure = { kind: 'gone' | 'auth' | 'tls' | 'protocol' | 'transient'
 export class WsChannel {
   private state: ChannelState = 'idle';
   private ws: WebSocket | undefined;
+  /** The socket whose handshake is under way (ended at once by close()). */
+  private handshaking: WebSocket | undefined;
   private protocolInUse: WsProtocol;
   private readonly outbox: Outbound[] = [];
   private readonly outstanding = new Map<string, Outstanding>();
@@ -302,6 +304,7 @@ export class WsChannel {
     let lastError = '';
     let switchedProtocol = false;
     for (let attempt = 1; attempt <= reconnectAttempts; attempt += 1) {
+      if (this.stopped) return;
       // After a drop the first try waits too: the server must see the old socket close before it buffers for us.
       if (!initial || attempt > 1) {
         const delay = Math.min(reconnectMaxDelayMs, reconnectBaseDelayMs * 2 ** (attempt - 1)) * (0.8 + 0.4 * Math.random());
@@ -314,6 +317,8 @@ export class WsChannel {
         if (this.stopped) return;
         if (!initial) {
           this.reconnects += 1;
+          // A request whose reply came before the drop but whose idle never comes is closed off after a silence.
+          this.armQuietTimer();
           this.emit({ type: 'reconnected', attempts: attempt, downtimeMs: Date.now() - started, protocol: this.protocolInUse });
         }
         return;
@@ -364,10 +369,12 @@ export class WsChannel {
         maxPayload: 1024 * 1024 * 1024,
         ...(this.options.ca ? { ca: this.options.ca } : {}),
       });
+      this.handshaking = ws;
       let settled = false;
       const fail = (failure: AttemptFailure): void => {
         if (settled) return;
         settled = true;
+        this.handshaking = undefined;
         ws.removeAllListeners();
         ws.on('error', () => undefined);
         ws.terminate();
@@ -385,6 +392,7 @@ export class WsChannel {
       ws.once('open', () => {
         if (settled) return;
         settled = true;
+        this.handshaking = undefined;
         ws.removeAllListeners();
         if (this.state === 'closed') {
           ws.terminate();
@@ -451,6 +459,8 @@ export class WsChannel {
     const ws = this.ws;
     this.ws = undefined;
     if (ws) closeGently(ws);
+    // Its 'error' ends the attempt under way.
+    this.handshaking?.terminate();
     for (const waiter of this.openWaiters.splice(0)) waiter.reject(error);
     for (const item of this.outbox.splice(0)) item.reject(error);
     if (this.recovery) {
@@ -525,6 +535,7 @@ export class WsChannel {
     if (watch && message.channel === watch.channel && message.header.msg_type.endsWith('_reply')) {
       this.deliver(message);
       if (watch.heldIdle) this.settle(watch);
+      else if (watch.idle) this.finishQuietly(watch); // its idle came before the drop: nothing is missing here
       else this.armQuietTimer();
       return;
     }
@@ -598,6 +609,14 @@ export class WsChannel {
     for (const message of queued) this.route(message);
   }
 
+  /** A watched request that completed without anything to report: just stop watching it. */
+  private finishQuietly(watch: Outstanding): void {
+    const recovery = this.recovery;
+    if (!recovery) return;
+    recovery.watched.delete(watch.header.msg_id);
+    if (recovery.watched.size === 0) this.endRecovery();
+  }
+
   private armQuietTimer(): void {
     const recovery = this.recovery;
     if (!recovery) return;
@@ -607,7 +626,7 @@ export class WsChannel {
       if (this.recovery !== recovery) return;
       // Half-finished requests whose other half never came: it was lost at the drop.
       for (const watch of [...recovery.watched.values()]) {
-        if (watch.heldIdle || watch.replied) this.settle(watch, true);
+        if (watch.heldIdle || (watch.replied && !watch.idle)) this.settle(watch, true);
       }
     }, QUIET_MS);
     recovery.quietTimer.unref();
@@ -644,7 +663,8 @@ export class WsChannel {
   }
 
   private track(message: JupyterMessage): void {
-    if (message.channel !== 'shell' && message.channel !== 'control') return;
+    // Only requests have a reply to wait for (comm messages on shell have none).
+    if ((message.channel !== 'shell' && message.channel !== 'control') || !message.header.msg_type.endsWith('_request')) return;
     this.outstanding.set(message.header.msg_id, { header: message.header, channel: message.channel, replied: false, idle: false });
     if (this.outstanding.size > MAX_OUTSTANDING) this.outstanding.delete(this.outstanding.keys().next().value as string);
   }

@@ -134,8 +134,18 @@ export async function waitForExecution(workspace: Workspace, ids: string[], time
   } else if (active) {
     notify(active.state === 'pending' ? `pending, ${active.queuePosition ?? 0} ahead in the queue` : `${active.state} ${active.cellId ? `cell ${active.cellId}` : active.id}`);
   }
+  // The SDK aborts the same signal for an MCP cancellation and for a closed connection. Only the first cancels
+  // the work: a client that went away must not take its accepted executions with it. Once the connection has
+  // closed, sending fails ("Not connected"), which tells the two apart.
   const onAbort = (): void => {
-    for (const id of ids) engine.cancel(id);
+    setImmediate(() => {
+      extra
+        .sendNotification({ method: 'notifications/message', params: { level: 'info', logger: 'mcp-server-jupyter', data: `cancelling ${ids.join(', ')} as requested` } })
+        .then(
+          () => ids.forEach((id) => engine.cancel(id)),
+          () => undefined,
+        );
+    });
   };
   extra.signal.addEventListener('abort', onAbort, { once: true });
   try {

@@ -128,16 +128,20 @@ export class WorkspaceOwner {
   }
 
   /**
-   * Stops owning: no new connection is served, follower sessions close, the workspace closes (kernels are kept when
-   * other processes are still connected: one of them takes the workspace over and re-attaches them), then the
-   * address is released and the followers are disconnected, which starts their election.
+   * Stops owning: no new connection is served and the followers' sessions stop answering, the workspace closes
+   * (kernels are kept when other processes are still connected: one of them takes the workspace over and re-attaches
+   * them), then the address is released and the followers are disconnected, which starts their election.
    */
   async close(): Promise<void> {
     this.accepting = false;
     const keepKernels = this.followerPids().length > 0;
     // Their sessions are not closed (that would cancel the executions their calls wait for, which the next owner
     // resumes): from now on nothing more is answered, and each pipe tells its client that this owner stopped.
-    for (const connection of this.connections) connection.transport?.peerGone(() => undefined);
+    for (const connection of this.connections) {
+      // Nothing new is read either: no call starts on a workspace that is closing.
+      connection.socket.pause();
+      connection.transport?.peerGone(() => undefined);
+    }
     await this.workspace.close(keepKernels ? {} : { shutdownIdleKernels: true });
     const released = this.listener.close();
     for (const connection of this.connections) connection.socket.destroy();

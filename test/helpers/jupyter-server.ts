@@ -9,7 +9,7 @@ import { REPO_ROOT } from './paths.js';
 export const JUPYTER = join(REPO_ROOT, '.venv', 'bin', 'jupyter');
 
 export interface JupyterServerFixture {
-  /** `http://127.0.0.1:PORT/` (with `baseUrl`'s prefix when one was given). */
+  /** `http(s)://127.0.0.1:PORT/` (with `baseUrl`'s prefix when one was given). */
   url: string;
   port: number;
   token: string;
@@ -26,6 +26,8 @@ export interface JupyterServerOptions {
   token?: string;
   /** A path prefix like `/user/alice/`, as JupyterHub gives each user's server. */
   baseUrl?: string;
+  /** Serve https/wss with this certificate and key (PEM files). */
+  tls?: { certFile: string; keyFile: string };
   /** Extra `--Class.trait=value` arguments. */
   args?: string[];
 }
@@ -46,6 +48,7 @@ export async function startJupyterServer(options: JupyterServerOptions = {}): Pr
     '--allow-root',
     `--ServerApp.root_dir=${rootDir}`,
     ...(options.baseUrl ? [`--ServerApp.base_url=${options.baseUrl}`] : []),
+    ...(options.tls ? [`--ServerApp.certfile=${options.tls.certFile}`, `--ServerApp.keyfile=${options.tls.keyFile}`] : []),
     ...(options.args ?? []),
   ];
   for (const dir of [rootDir, runtimeDir, configDir]) mkdirSync(dir, { recursive: true });
@@ -80,7 +83,7 @@ export async function startJupyterServer(options: JupyterServerOptions = {}): Pr
     port = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`jupyter server did not print its URL within 30 s:\n${output}`)), 30_000);
       const look = (): void => {
-        const match = /http:\/\/127\.0\.0\.1:(\d+)\//.exec(output);
+        const match = /https?:\/\/127\.0\.0\.1:(\d+)\//.exec(output);
         if (match?.[1]) {
           clearTimeout(timer);
           resolve(Number(match[1]));
@@ -99,7 +102,7 @@ export async function startJupyterServer(options: JupyterServerOptions = {}): Pr
   }
   const prefix = options.baseUrl ? `/${options.baseUrl.replace(/^\/+|\/+$/g, '')}/` : '/';
   return {
-    url: `http://127.0.0.1:${port}${prefix}`,
+    url: `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}${prefix}`,
     port,
     token,
     rootDir,
