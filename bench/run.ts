@@ -9,12 +9,13 @@ import { PROJECT_ROOT, now, round, type Benchmark, type BenchResult, type Row } 
 import { mcpStdio } from './mcp-stdio.js';
 import { memory } from './memory.js';
 import { multiprocess } from './multiprocess.js';
+import { fanout } from './fanout.js';
 import { overhead } from './overhead.js';
 import { remote } from './remote.js';
 import { startup } from './startup.js';
 import { throughput } from './throughput.js';
 
-const BENCHMARKS: readonly Benchmark[] = [overhead, throughput, memory, mcpStdio, accept, startup, multiprocess, remote];
+const BENCHMARKS: readonly Benchmark[] = [overhead, throughput, memory, mcpStdio, accept, startup, multiprocess, remote, fanout];
 
 interface Outcome {
   benchmark: Benchmark;
