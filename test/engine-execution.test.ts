@@ -204,7 +204,7 @@ test('a flood of 100,000 small outputs arrives whole and the server stays respon
     'for i in range(100000):',
     "    k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': f'{i}\\n'}, parent=parent)",
     '    if i % 500 == 499:',
-    '        time.sleep(0.005)',
+    '        time.sleep(0.02)',
   ].join('\n');
   const snapshot = await fx.run(code, 'flood.ipynb', 180_000);
   clearInterval(ticker);
