@@ -19,7 +19,7 @@ let client: Client;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mcpj-hardening-kernel-'));
-  const env = { MCP_JUPYTER_RESTART_LIMIT: '3', MCP_JUPYTER_RESTART_WINDOW_S: '300', MCP_JUPYTER_INTERRUPT_GRACE_S: '1', MCP_JUPYTER_QUEUE_LIMIT: '5' };
+  const env = { MCP_JUPYTER_RESTART_LIMIT: '3', MCP_JUPYTER_RESTART_WINDOW_S: '300', MCP_JUPYTER_INTERRUPT_GRACE_S: '4', MCP_JUPYTER_QUEUE_LIMIT: '5' };
   workspace = Workspace.open(loadConfig({ workspace: dir }, env), silentLogger);
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await createMcpServer(workspace).connect(serverSide);
@@ -141,13 +141,13 @@ test('code that ignores interrupts: the caller is told after the grace period an
   await printed(id, 'looping');
   const asked = Date.now();
   const answer = await ok('interrupt_kernel', { notebook_path: 'stubborn.ipynb' });
-  assert.ok(Date.now() - asked < 8_000, `interrupt_kernel answered after ${Date.now() - asked} ms`);
+  assert.ok(Date.now() - asked < 12_000, `interrupt_kernel answered after ${Date.now() - asked} ms`);
   assert.equal(answer.structured['outcome'], 'ignored', answer.text);
-  assert.match(answer.text, /the kernel ignored the interrupt .*grace 1 s.*restart_kernel/s);
+  assert.match(answer.text, /the kernel ignored the interrupt .*grace 4 s.*restart_kernel/s);
 
   // cancel_execution answers at once; a later get_execution carries the news.
   await ok('cancel_execution', { execution_id: id });
-  const later = await ok('get_execution', { execution_id: id, wait_s: 1.5 });
+  const later = await ok('get_execution', { execution_id: id, wait_s: 5 });
   assert.equal(later.structured['status'], 'running');
   assert.equal(later.structured['interrupt_ignored'], true);
   assert.match(later.text, /ignored the interrupt.*Call restart_kernel/s);
