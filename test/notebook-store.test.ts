@@ -20,62 +20,16 @@ import {
 } from '../src/notebook/notebooks.js';
 import { PathError } from '../src/notebook/paths.js';
 
-import { VENV_PYTHON as PYTHON } from './helpers/paths.js';
+import { PythonOracle } from './helpers/python-oracle.js';
 
-// One Python process answers every question of this file (importing nbformat takes about a second).
-// Each request runs a snippet with `data` (a string) and `root` (the workspace) in scope; it sets `result`.
-const ORACLE = `
-import sys, json, io, traceback, nbformat
-for line in sys.stdin:
-    req = json.loads(line)
-    env = {"data": req["data"], "root": req["root"], "json": json, "io": io, "nbformat": nbformat}
-    try:
-        exec(req["script"], env)
-        resp = {"ok": True, "result": env.get("result", "")}
-    except Exception:
-        resp = {"ok": False, "error": traceback.format_exc()}
-    sys.stdout.write(json.dumps(resp) + "\\n")
-    sys.stdout.flush()
-`;
 
-class Python {
-  private readonly proc: ChildProcessWithoutNullStreams;
-  private readonly waiting: { resolve: (s: string) => void; reject: (e: Error) => void }[] = [];
-  private stderr = '';
-  constructor() {
-    this.proc = spawn(PYTHON, ['-c', ORACLE]);
-    this.proc.stderr.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    createInterface({ input: this.proc.stdout }).on('line', (line) => {
-      const resp = JSON.parse(line) as { ok: boolean; result?: string; error?: string };
-      const w = this.waiting.shift();
-      if (resp.ok) w?.resolve(resp.result ?? '');
-      else w?.reject(new Error(`python failed: ${resp.error}`));
-    });
-    this.proc.on('exit', (code) => {
-      for (const w of this.waiting.splice(0)) w.reject(new Error(`python exited (${code}): ${this.stderr}`));
-    });
-  }
-  run(script: string, data = ''): Promise<string> {
-    return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      this.proc.stdin.write(JSON.stringify({ script, data, root }) + '\n');
-    });
-  }
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.proc.once('exit', () => resolve());
-      this.proc.stdin.end();
-    });
-  }
-}
-
-let python: Python;
+let python: PythonOracle;
 let root: string;
 let counter = 0;
 
 before(async () => {
   root = await realpath(await mkdtemp(path.join(os.tmpdir(), 'nb-store-')));
-  python = new Python();
+  python = new PythonOracle(() => root);
 });
 after(async () => {
   await python.close();
