@@ -1,7 +1,5 @@
 // Checks nbformat.ts against the real Python nbformat and json modules: byte-identical round trips, validation errors, ids.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import {
