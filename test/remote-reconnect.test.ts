@@ -131,6 +131,56 @@ test('a kernel deleted on the server, or one the server restarted after it died,
   }
 });
 
+test('a person restarts the remote kernel elsewhere while a cell runs: that cell is lost, the kernel is not deleted, the next cell reuses it and says state was reset', { timeout: 90_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mcpj-remote-restarted-'));
+  const db = openDatabase(join(dir, '.mcp-jupyter', 'state.db'));
+  const provider = new RemoteKernelProvider({ url: jupyter.url, token: jupyter.token, workspaceRoot: dir });
+  const engine = new Engine({ db, provider, workspaceRoot: dir });
+  const auth = { Authorization: `token ${jupyter.token}` };
+  const kernelsOnServer = async (): Promise<string[]> =>
+    ((await (await fetch(`${jupyter.url}api/kernels`, { headers: auth })).json()) as Array<{ id: string }>).map((kernel) => kernel.id);
+  const before = await kernelsOnServer();
+  try {
+    const [warm] = engine.submit([{ notebookPath: 'shared.ipynb', code: 'x = 1', kind: 'code', kernelName: 'python3' }]);
+    assert.equal((await engine.wait(warm!.id, 60_000)).state, 'succeeded');
+    const remoteId = (engine.existingKernel('shared.ipynb')?.session as RemoteKernelSession).remoteId;
+
+    const started = new Promise<void>((resolve) => {
+      const off = engine.events.on('execution.started', () => {
+        off();
+        resolve();
+      });
+    });
+    const [long] = engine.submit([{ notebookPath: 'shared.ipynb', code: 'import time\ntime.sleep(60)', kind: 'code', kernelName: 'python3' }]);
+    await started;
+    // What JupyterLab's "Restart Kernel" does.
+    const restarted = await fetch(`${jupyter.url}api/kernels/${remoteId}/restart`, { method: 'POST', headers: auth });
+    assert.equal(restarted.status, 200);
+
+    const lost = await engine.wait(long!.id, 30_000);
+    assert.equal(lost.state, 'lost', lost.statusText ?? '');
+    assert.match(lost.statusText ?? '', /kernel state was lost/);
+
+    const [next] = engine.submit([{ notebookPath: 'shared.ipynb', code: "'x' in globals()", kind: 'code', kernelName: 'python3' }]);
+    const fresh = await engine.wait(next!.id, 60_000);
+    assert.equal(fresh.state, 'succeeded', fresh.statusText ?? '');
+    assert.match(textOf(fresh), /False/, 'the restarted kernel has none of the old variables');
+    assert.match(fresh.outputsNote ?? '', /new kernel: kernel state was reset/);
+    const session = engine.existingKernel('shared.ipynb')?.session as RemoteKernelSession;
+    assert.equal(session.remoteId, remoteId, 'the kernel the person restarted is reused, not deleted and replaced');
+    assert.deepEqual((await kernelsOnServer()).filter((id) => !before.includes(id)), [remoteId], 'no second kernel on the server');
+
+    const [after] = engine.submit([{ notebookPath: 'shared.ipynb', code: '40 + 2', kind: 'code', kernelName: 'python3' }]);
+    const plain = await engine.wait(after!.id, 30_000);
+    assert.match(textOf(plain), /42/);
+    assert.equal(plain.outputsNote, null, 'only the first execution on the new kernel carries the note');
+  } finally {
+    await engine.close({ kernels: 'shutdown' });
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 async function call(client: Client, name: string, args: Record<string, unknown>): Promise<CallToolResult & { structuredContent: Record<string, unknown> }> {
   const result = (await client.callTool({ name, arguments: args }, undefined, { timeout: 120_000 })) as CallToolResult;
   if (result.isError) throw new Error(`${name}: ${textOfResult(result)}`);
@@ -169,6 +219,8 @@ test('our server SIGKILLed while a remote cell runs: the next one re-attaches to
       assert.equal(text.match(/\bstart\b/g)?.length, 1, text);
       assert.equal(text.match(/\bend\b/g)?.length, 1, text);
       assert.match(text, /\b42\b/);
+      assert.match(text, /replayed what the kernel printed meanwhile/, 'the note tells the truth: nothing is missing');
+      assert.doesNotMatch(text, /missing/);
 
       const kernels = await call(client2, 'list_kernels', {});
       const entry = (kernels.structuredContent.kernels as Array<{ kernel_id: string; location: string }>)[0];

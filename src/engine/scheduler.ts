@@ -98,6 +98,10 @@ export class NotebookKernel implements ExecutionHooks {
   breaker: { openedAt: number; deaths: Death[] } | null = null;
   private lastKernelName: string | null = null;
   private diedSinceStart = false;
+  /** Told to the first execution on the kernel that replaces one that died: its variables are not there. */
+  private resetNote: string | null = null;
+  /** The clean-up of the last dead kernel, which the next start waits for. */
+  private releasing: Promise<void> = Promise.resolve();
   private interruptWatch: InterruptWatch | null = null;
   /** The running execution outlived an interrupt by the grace period (cleared when it ends). */
   ignoredInterrupt: { executionId: string; sentAt: number; graceMs: number } | null = null;
@@ -174,8 +178,8 @@ export class NotebookKernel implements ExecutionHooks {
     if (refusal) return Promise.reject(new KernelBreakerOpenError(refusal));
     const id = randomUUID();
     const absolute = `${this.deps.workspaceRoot}/${this.notebookPath}`;
-    this.starting = this.deps.provider
-      .start({ kernelName, cwd: dirname(absolute), id })
+    this.starting = this.releasing
+      .then(() => this.deps.provider.start({ kernelName, cwd: dirname(absolute), id }))
       .then((session) => {
         this.adopt(session);
         if (this.diedSinceStart) this.deps.stats.restartsAfterDeath += 1;
@@ -254,7 +258,9 @@ export class NotebookKernel implements ExecutionHooks {
    */
   private catchEndOf(session: KernelSession, execution: Execution): void {
     this.running = execution;
-    execution.outputsNote = 'the server restarted while this ran: outputs printed while it was down are missing';
+    execution.outputsNote = session.replaysMissedMessages
+      ? 'the server restarted while this ran: the Jupyter server replayed what the kernel printed meanwhile'
+      : 'the server restarted while this ran: outputs printed while it was down are missing';
     this.mux.register(execution.msgId ?? '', (message) => execution.handle(message));
     if (execution.state === 'awaiting_input') {
       // The prompt went to the dead server; nobody can answer it now. Interrupting ends input() cleanly.
@@ -322,6 +328,8 @@ export class NotebookKernel implements ExecutionHooks {
     this.breaker = null;
     this.deaths = [];
     if (!session && !blocked) return false;
+    // Whoever restarts knows the state goes.
+    this.resetNote = null;
     this.endPending('cancelled', 'not run: the kernel was restarted (kernel state was reset)');
     if (this.running) this.finish(this.running, 'cancelled', 'the kernel was restarted while this ran; kernel state was reset');
     this.deps.stats.requestedRestarts += 1;
@@ -451,6 +459,8 @@ export class NotebookKernel implements ExecutionHooks {
     execution.kernelId = session.id;
     execution.kernelInstance = session.instance;
     execution.startedAt = Date.now();
+    if (this.resetNote) execution.outputsNote ??= this.resetNote;
+    this.resetNote = null;
     execution.state = 'running';
     // Journal first: after a crash we must know this request may have reached the kernel, so it is never sent twice.
     // If that cannot be recorded, it is not sent at all.
@@ -528,10 +538,13 @@ export class NotebookKernel implements ExecutionHooks {
     this.session = null;
     this.deps.stats.kernelDeaths += 1;
     this.diedSinceStart = true;
+    this.resetNote = `the previous kernel died (${reason}), so this ran on a new kernel: kernel state was reset (variables and imports from earlier cells are gone)`;
     this.noteDeath(reason);
     this.record('a kernel end', () => this.deps.kernels.recordEnded(session.id, reason));
-    // Release its sockets, timers and connection file (and anything left of its process group).
-    session.shutdown().catch((error: Error) => this.deps.log('warn', 'cleanup of a dead kernel failed', { kernelId: session.id, error: error.message }));
+    // Release its sockets, timers and connection file (and anything left of its process group); a remote kernel
+    // that its server restarted is kept for the next start rather than deleted.
+    // The next start waits for this: it may reuse what is released.
+    this.releasing = session.release().catch((error: Error) => this.deps.log('warn', 'cleanup of a dead kernel failed', { kernelId: session.id, error: error.message }));
     const note = this.breakerNote();
     this.deps.events.emit('kernel.status', { notebookPath: this.notebookPath, kernelId: session.id, status: 'dead', detail: `${reason}${note}` });
     const running = this.running;

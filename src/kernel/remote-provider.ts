@@ -63,9 +63,12 @@ interface RemoteDetails {
   kernelId: string;
   wsSession: string;
   instance: number;
+  path: string | undefined;
 }
 
 const ATTACH_TIMEOUT_MS = 30_000;
+/** A restarted kernel that takes longer than this to answer is busy with someone else's work: start our own. */
+const REUSE_READY_TIMEOUT_MS = 15_000;
 const SHUTDOWN_ATTEMPTS = 4;
 const CONNECT_HANDSHAKE_TIMEOUT_MS = 15_000;
 const TLS_CODES = new Set([
@@ -92,6 +95,10 @@ export class RemoteKernelProvider implements KernelProvider {
   private protocol: WsProtocol | 'auto';
   /** The REST calls as sessions see them. */
   private readonly api: RemoteKernelApi;
+  /** Where each kernel we started works (its `path`), so a restarted one is reused only for the same folder. */
+  private readonly kernelPaths = new Map<string, string>();
+  /** Kernels that died to us but run on, restarted: remote id by kernelspec name and path. */
+  private readonly reusable = new Map<string, string[]>();
 
   constructor(options: RemoteKernelProviderOptions) {
     this.options = options;
@@ -137,6 +144,8 @@ export class RemoteKernelProvider implements KernelProvider {
     const startTimeoutMs = this.options.startTimeoutMs ?? REMOTE_START_TIMEOUT_MS;
     const started = Date.now();
     const kernelPath = this.kernelPath(options.cwd);
+    const reused = await this.reuse(options, kernelPath);
+    if (reused) return reused;
     const body = { name: options.kernelName, env: this.kernelEnv(startTimeoutMs), ...(kernelPath !== undefined ? { path: kernelPath } : {}) };
     const what = `start kernel "${options.kernelName}"`;
     const response = await this.call('POST', 'api/kernels', { body, timeoutMs: startTimeoutMs, what });
@@ -144,7 +153,7 @@ export class RemoteKernelProvider implements KernelProvider {
     const model = toModel(response.json);
     if (!model) throw new RemoteServerError('not-jupyter', `Cannot ${what} on ${this.url}: the answer to POST api/kernels has no kernel id.`);
     this.log('info', 'remote kernel started', { kernelId: options.id, remoteId: model.id, server: this.url, kernelName: options.kernelName });
-    const session = this.session(options.id, options.kernelName, model.id, randomUUID(), 0);
+    const session = this.session(options.id, options.kernelName, model.id, randomUUID(), 0, kernelPath);
     try {
       await session.waitReady(Math.max(5_000, startTimeoutMs - (Date.now() - started)), 'shell');
       return session;
@@ -152,6 +161,28 @@ export class RemoteKernelProvider implements KernelProvider {
       await session.shutdown().catch(() => undefined);
       throw new Error(`Kernel "${options.kernelName}" was started on ${this.url} (id ${model.id}) but did not become ready, so it was shut down: ${(error as Error).message}`);
     }
+  }
+
+  /**
+   * A kernel of ours that its server restarted (so its state is gone) is taken as the "new" kernel, with a new
+   * WebSocket session: no second kernel is started on the cluster and nobody's kernel is deleted.
+   */
+  private async reuse(options: StartOptions, kernelPath: string | undefined): Promise<RemoteKernelSession | null> {
+    const candidates = this.reusable.get(reuseKey(options.kernelName, kernelPath));
+    for (let remoteId = candidates?.shift(); remoteId !== undefined; remoteId = candidates?.shift()) {
+      const model = await this.kernel(remoteId).catch(() => null);
+      if (!model || model.executionState === 'dead') continue;
+      const session = this.session(options.id, options.kernelName, remoteId, randomUUID(), 0, kernelPath);
+      try {
+        await session.waitReady(REUSE_READY_TIMEOUT_MS, 'shell');
+        this.log('info', 'reusing a remote kernel that its server restarted (its state was reset)', { kernelId: options.id, remoteId, server: this.url });
+        return session;
+      } catch (error) {
+        await session.detach();
+        this.log('warn', 'a restarted remote kernel did not answer; starting a new one instead', { remoteId, error: (error as Error).message });
+      }
+    }
+    return null;
   }
 
   async attach(stored: StoredKernel): Promise<RemoteKernelSession | null> {
@@ -164,7 +195,7 @@ export class RemoteKernelProvider implements KernelProvider {
     }
     if (!(await this.kernel(details.kernelId))) return null;
     // The same WebSocket session id: the server replays what the kernel said while nobody was connected.
-    const session = this.session(stored.id, stored.kernelName, details.kernelId, details.wsSession, details.instance);
+    const session = this.session(stored.id, stored.kernelName, details.kernelId, details.wsSession, details.instance, details.path);
     try {
       await session.waitReady(ATTACH_TIMEOUT_MS, 'control');
       return session;
@@ -175,8 +206,9 @@ export class RemoteKernelProvider implements KernelProvider {
     }
   }
 
-  private session(id: string, kernelName: string, remoteId: string, wsSession: string, instance: number): RemoteKernelSession {
-    return new RemoteKernelSession({ id, kernelName, remoteId, wsSession, instance, api: this.api, livenessIntervalMs: this.options.livenessIntervalMs ?? 10_000 });
+  private session(id: string, kernelName: string, remoteId: string, wsSession: string, instance: number, kernelPath: string | undefined): RemoteKernelSession {
+    this.kernelPaths.set(remoteId, kernelPath ?? '');
+    return new RemoteKernelSession({ id, kernelName, remoteId, wsSession, instance, kernelPath, api: this.api, livenessIntervalMs: this.options.livenessIntervalMs ?? 10_000 });
   }
 
   // The REST API as sessions see it --------------------------------------------------------------------------
@@ -207,6 +239,11 @@ export class RemoteKernelProvider implements KernelProvider {
             await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
           }
         }
+      },
+      offerForReuse: (kernelName, remoteId) => {
+        const key = reuseKey(kernelName, this.kernelPaths.get(remoteId));
+        this.reusable.set(key, [...(this.reusable.get(key) ?? []).filter((id) => id !== remoteId), remoteId]);
+        this.log('info', 'a remote kernel lost its state but runs on (restarted); the next start reuses it', { remoteId, server: this.url });
       },
       channelOptions: (remoteId, wsSession) => this.channelOptions(remoteId, wsSession),
       rememberProtocol: (protocol) => {
@@ -408,6 +445,10 @@ export class RemoteKernelProvider implements KernelProvider {
 }
 
 /** Accepts `http(s)://host[:port][/prefix/][?token=T]`; the path prefix is kept (it is where the API lives). */
+function reuseKey(kernelName: string, kernelPath: string | undefined): string {
+  return `${kernelName}\0${kernelPath ?? ''}`;
+}
+
 export function parseBaseUrl(raw: string): { base: URL; token: string | null } {
   let url: URL;
   try {
@@ -449,10 +490,10 @@ function toModel(value: unknown): RemoteKernelModel | null {
 }
 
 function parseDetails(details: Record<string, unknown>): RemoteDetails | undefined {
-  const { url, kernelId, wsSession, instance } = details;
+  const { url, kernelId, wsSession, instance, path } = details;
   if (typeof url !== 'string' || typeof kernelId !== 'string' || typeof wsSession !== 'string') return undefined;
   if (typeof instance !== 'number' || !Number.isInteger(instance)) return undefined;
-  return { url, kernelId, wsSession, instance };
+  return { url, kernelId, wsSession, instance, path: typeof path === 'string' ? path : undefined };
 }
 
 function asRecord(value: unknown): Record<string, unknown> | undefined {

@@ -25,6 +25,8 @@ export interface RemoteKernelApi {
   /** Deletes the kernel; a kernel that is already gone is not an error. */
   shutdown(remoteId: string): Promise<void>;
   channelOptions(remoteId: string, wsSession: string): Omit<WsChannelOptions, 'onMessage' | 'onEvent'>;
+  /** A kernel whose state we lost but that runs on (restarted): the next start of this kernelspec may take it. */
+  offerForReuse(kernelName: string, remoteId: string): void;
   /** The server turned out to speak this kernel WebSocket protocol. */
   rememberProtocol(protocol: WsProtocol): void;
   log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
@@ -39,6 +41,8 @@ export interface RemoteSessionOptions {
   /** The WebSocket `session_id` (and our `header.session`): reused on re-attach so the server replays what it buffered. */
   wsSession: string;
   instance: number;
+  /** Where the kernel works, relative to the server's root (kept in the journal for reuse after a restart). */
+  kernelPath?: string | undefined;
   api: RemoteKernelApi;
   /** How often the server is asked whether the kernel still exists (a liveness probe, not a wait for work). */
   livenessIntervalMs: number;
@@ -57,6 +61,8 @@ export class RemoteKernelSession implements KernelSession {
   readonly location: string;
   readonly remoteId: string;
   readonly wsSession: string;
+  /** Jupyter Server keeps what the kernel says for our WebSocket session id while we are away, and replays it. */
+  readonly replaysMissedMessages = true;
 
   private readonly api: RemoteKernelApi;
   private readonly options: RemoteSessionOptions;
@@ -66,6 +72,14 @@ export class RemoteKernelSession implements KernelSession {
   private kernelInfo: KernelInfo | undefined;
   private instanceNumber: number;
   private readiness: { resolve: () => void; reject: (error: Error) => void } | undefined;
+  /**
+   * Our kernel_info probes, and which of their answers arrived. Ready takes the reply *and* an iopub message for
+   * the same probe: after a restart the server's iopub subscription to the new process can lag the shell, and a
+   * request sent before it is live loses its outputs (the server only "nudges" iopub when a WebSocket opens).
+   */
+  private readonly readinessProbes = new Set<string>();
+  private readinessVia: 'shell' | 'control' = 'shell';
+  private readonly readinessSeen = new Map<string, { reply: boolean; iopub: boolean }>();
   private livenessTimer: NodeJS.Timeout | undefined;
   private deathReported = false;
   private deathReason: string | undefined;
@@ -206,14 +220,17 @@ export class RemoteKernelSession implements KernelSession {
     try {
       await new Promise<void>((resolve, reject) => {
         this.readiness = { resolve, reject };
+        this.readinessVia = via;
         deadline = setTimeout(
           () => reject(new Error(`kernel ${this.remoteId} on ${this.location} did not answer kernel_info_request within ${Math.round(timeoutMs / 1000)} s`)),
           timeoutMs,
         );
         this.channel.connect().then(() => {
-          let delay = 1_000;
+          let delay = 250;
           const probe = (): void => {
-            this.transmit(this.createMessage(via, 'kernel_info_request', {})).catch(() => undefined);
+            const request = this.createMessage(via, 'kernel_info_request', {});
+            this.readinessProbes.add(request.header.msg_id);
+            this.transmit(request).catch(() => undefined);
             probeTimer = setTimeout(probe, delay);
             delay = Math.min(delay * 2, 5_000);
           };
@@ -224,6 +241,8 @@ export class RemoteKernelSession implements KernelSession {
       clearTimeout(probeTimer);
       clearTimeout(deadline);
       this.readiness = undefined;
+      this.readinessProbes.clear();
+      this.readinessSeen.clear();
     }
     this.executionState = 'idle';
     this.setStatus('idle');
@@ -253,6 +272,29 @@ export class RemoteKernelSession implements KernelSession {
     return this.shuttingDown;
   }
 
+  /**
+   * After a death. The kernel is deleted only if its server says it is dead. One the server runs again (it
+   * restarted it after a crash, or a person restarted it) belongs to whoever restarted it as much as to us:
+   * deleting it could kill someone's kernel and leaving it would leak one, so the provider reuses it next.
+   */
+  async release(): Promise<void> {
+    if (this.ended) return;
+    await this.detach();
+    let model: RemoteKernelModel | null;
+    try {
+      model = await this.api.kernel(this.remoteId);
+    } catch (error) {
+      this.api.log('warn', 'could not ask the server about a dead kernel; leaving it as it is', { kernelId: this.id, remoteId: this.remoteId, error: (error as Error).message });
+      return;
+    }
+    if (!model) return;
+    if (model.executionState === 'dead') {
+      await this.api.shutdown(this.remoteId);
+      return;
+    }
+    this.api.offerForReuse(this.kernelName, this.remoteId);
+  }
+
   async detach(): Promise<void> {
     if (this.ended) return;
     this.ended = 'detached';
@@ -268,7 +310,13 @@ export class RemoteKernelSession implements KernelSession {
       id: this.id,
       provider: 'remote',
       kernelName: this.kernelName,
-      details: { url: this.location, kernelId: this.remoteId, wsSession: this.wsSession, instance: this.instanceNumber },
+      details: {
+        url: this.location,
+        kernelId: this.remoteId,
+        wsSession: this.wsSession,
+        instance: this.instanceNumber,
+        ...(this.options.kernelPath !== undefined ? { path: this.options.kernelPath } : {}),
+      },
     };
   }
 
@@ -379,10 +427,8 @@ export class RemoteKernelSession implements KernelSession {
   private dispatch(message: JupyterMessage): void {
     const parentId = message.parent_header.msg_id;
     if (message.channel === 'iopub' && message.header.msg_type === 'status') this.onKernelStatus(message, parentId);
-    else if (message.header.msg_type === 'kernel_info_reply' && message.channel !== 'iopub') {
-      this.kernelInfo = toKernelInfo(message.content);
-      this.readiness?.resolve();
-    }
+    else if (message.header.msg_type === 'kernel_info_reply' && message.channel !== 'iopub') this.kernelInfo = toKernelInfo(message.content);
+    if (parentId !== undefined && this.readinessProbes.has(parentId)) this.noteProbeAnswer(parentId, message.channel === 'iopub');
 
     if (parentId !== undefined && message.channel !== 'iopub') {
       const waiter = this.pending.get(parentId);
@@ -402,6 +448,16 @@ export class RemoteKernelSession implements KernelSession {
       return;
     }
     this.emitMessage(message);
+  }
+
+  private noteProbeAnswer(probeId: string, onIopub: boolean): void {
+    const seen = this.readinessSeen.get(probeId) ?? { reply: false, iopub: false };
+    if (onIopub) seen.iopub = true;
+    else seen.reply = true;
+    this.readinessSeen.set(probeId, seen);
+    // A control probe (attach, while a cell may run) needs only its reply: a kernel need not publish status for
+    // control requests, and a freshly opened WebSocket is nudged by the server until iopub flows.
+    if (seen.reply && (seen.iopub || this.readinessVia === 'control')) this.readiness?.resolve();
   }
 
   private emitMessage(message: JupyterMessage): void {

@@ -80,6 +80,8 @@ export class LocalKernelSession implements KernelSession {
   readonly id: string;
   readonly kernelName: string;
   readonly location = 'local';
+  /** iopub is PUB/SUB: what the kernel published while nobody was subscribed is gone. */
+  readonly replaysMissedMessages = false;
   /** Our client session id (header.session and the routing id of our sockets). */
   readonly clientSession: string;
   readonly connectionFile: string;
@@ -279,6 +281,11 @@ export class LocalKernelSession implements KernelSession {
   shutdown(options: { keepLog?: boolean } = {}): Promise<void> {
     this.shuttingDown ??= this.doShutdown(options.keepLog === true || this.deathReason !== undefined);
     return this.shuttingDown;
+  }
+
+  /** A dead local kernel has nothing left worth keeping: its leftover process group and files go. */
+  release(): Promise<void> {
+    return this.shutdown();
   }
 
   async detach(): Promise<void> {

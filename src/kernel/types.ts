@@ -94,6 +94,11 @@ export interface KernelSession {
   readonly info: KernelInfo | undefined;
   /** Bumped on every restart; executions record the instance they ran in. */
   readonly instance: number;
+  /**
+   * Whether what the kernel says while no server of ours is connected is kept and replayed on re-attach: Jupyter
+   * Server buffers per WebSocket session; a local kernel's iopub publishes to nobody and it is gone.
+   */
+  readonly replaysMissedMessages: boolean;
 
   createMessage(channel: 'shell' | 'control' | 'stdin', msgType: string, content: Record<string, unknown>, parent?: JupyterMessage['header']): JupyterMessage;
   send(message: JupyterMessage): Promise<void>;
@@ -113,6 +118,12 @@ export interface KernelSession {
   shutdown(): Promise<void>;
   /** Closes our sockets but leaves the kernel running (used when the server stops but kernels should survive). */
   detach(): Promise<void>;
+  /**
+   * After a death: frees what we hold for the kernel (sockets, timers, connection file, leftover processes)
+   * without harming a kernel that runs on. A remote kernel that its server (or a person) restarted is not deleted:
+   * it is offered to the provider's next start instead.
+   */
+  release(): Promise<void>;
   toStored(): StoredKernel;
 }
 
