@@ -11,11 +11,12 @@ import { memory } from './memory.js';
 import { multiprocess } from './multiprocess.js';
 import { fanout } from './fanout.js';
 import { overhead } from './overhead.js';
+import { overload } from './overload.js';
 import { remote } from './remote.js';
 import { startup } from './startup.js';
 import { throughput } from './throughput.js';
 
-const BENCHMARKS: readonly Benchmark[] = [overhead, throughput, memory, mcpStdio, accept, startup, multiprocess, remote, fanout];
+const BENCHMARKS: readonly Benchmark[] = [overhead, throughput, memory, mcpStdio, accept, startup, multiprocess, remote, fanout, overload];
 
 interface Outcome {
   benchmark: Benchmark;
@@ -38,6 +39,8 @@ function formatValue(value: number, unit: string): string {
   if (!Number.isFinite(value)) return String(value);
   if (unit === '/s' || unit === 'exec/s') return `${Math.round(value).toLocaleString('en-US')} ${unit}`;
   if (unit === 'MB') return `${value.toFixed(1)} MB`;
+  if (unit === 'KB') return `${Math.round(value).toLocaleString('en-US')} KB`;
+  if (unit === 'calls') return `${Math.round(value).toLocaleString('en-US')} calls`;
   if (unit === 's') return `${value.toFixed(2)} s`;
   return `${value.toFixed(3)} ${unit}`;
 }

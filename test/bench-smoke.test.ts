@@ -9,9 +9,9 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const RUN = join(ROOT, 'dist', 'bench', 'run.js');
-const BENCHMARKS = ['overhead', 'throughput', 'memory', 'mcp', 'accept', 'startup', 'multiprocess', 'remote', 'fanout'];
+const BENCHMARKS = ['overhead', 'throughput', 'memory', 'mcp', 'accept', 'startup', 'multiprocess', 'remote', 'fanout', 'overload'];
 /** The benchmarks that have a target print PASS or MISS for it. */
-const WITH_TARGET = ['overhead', 'memory', 'mcp', 'accept', 'startup', 'multiprocess', 'remote'];
+const WITH_TARGET = ['overhead', 'memory', 'mcp', 'accept', 'startup', 'multiprocess', 'remote', 'overload'];
 
 interface ResultsFile {
   quick: boolean;
