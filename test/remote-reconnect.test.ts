@@ -237,3 +237,40 @@ test('our server SIGKILLed while a remote cell runs: the next one re-attaches to
     rmSync(workspace, { recursive: true, force: true });
   }
 });
+
+test('switching a workspace from local to remote kernels: the local kernel is re-attached and finishes its cell; after shutdown the notebook runs remotely', { timeout: 120_000 }, async () => {
+  const workspace = makeWorkspace('mcpj-switch-');
+  try {
+    const local = await startHttpServerProcess(workspace);
+    const client = await connectHttpClient(local.url, local.token);
+    await call(client, 'create_notebook', { notebook_path: 'moving.ipynb' });
+    await call(client, 'execute_code', { notebook_path: 'moving.ipynb', code: 'a = 5' });
+    const running = await call(client, 'execute_code', { notebook_path: 'moving.ipynb', code: 'import time\ntime.sleep(3)\na + 1', timeout_s: 0.5 });
+    assert.equal(running.structuredContent.status, 'running');
+    local.child.kill('SIGKILL');
+    await new Promise((resolve) => local.child.once('exit', resolve));
+
+    const remote = await startHttpServerProcess(workspace, 'test-token-0123456789', ['--jupyter-url', jupyter.url, '--jupyter-token', jupyter.token]);
+    const client2 = await connectHttpClient(remote.url, remote.token);
+    try {
+      const done = await call(client2, 'get_execution', { execution_id: String(running.structuredContent.execution_id), wait_s: 30 });
+      assert.equal(done.structuredContent.status, 'succeeded', textOfResult(done));
+      assert.match(textOfResult(done), /\b6\b/);
+      const before = (await call(client2, 'list_kernels', {})).structuredContent.kernels as Array<{ location: string }>;
+      assert.deepEqual(before.map((kernel) => kernel.location), ['local'], 'the local kernel keeps running its notebook');
+      assert.match(textOfResult(await call(client2, 'execute_code', { notebook_path: 'moving.ipynb', code: 'a' })), /\b5\b/, 'with its state');
+
+      await call(client2, 'shutdown_kernel', { notebook_path: 'moving.ipynb' });
+      const fresh = await call(client2, 'execute_code', { notebook_path: 'moving.ipynb', code: "'a' in globals()" });
+      assert.match(textOfResult(fresh), /False/);
+      const after = (await call(client2, 'list_kernels', {})).structuredContent.kernels as Array<{ location: string }>;
+      assert.deepEqual(after.map((kernel) => kernel.location), [jupyter.url], 'the next kernel starts on the Jupyter server');
+      await call(client2, 'shutdown_kernel', { notebook_path: 'moving.ipynb' });
+    } finally {
+      await client2.close();
+      await remote.stop();
+    }
+  } finally {
+    rmSync(workspace, { recursive: true, force: true });
+  }
+});

@@ -12,7 +12,9 @@ import { createMcpServer } from '../server/mcp.js';
 import { ClientTransport, WorkspaceOwner } from '../server/owner-endpoint.js';
 import { acquireOrFollow, type OwnerListener } from '../server/ownership.js';
 import { Workspace } from '../server/workspace.js';
+import { LocalKernelProvider } from '../kernel/local-provider.js';
 import { RemoteKernelProvider, parseHeader } from '../kernel/remote-provider.js';
+import { SwitchingProvider } from '../kernel/switching-provider.js';
 import type { KernelProvider } from '../kernel/types.js';
 import type { Logger } from '../log.js';
 
@@ -47,7 +49,8 @@ export async function serve(argv: string[]): Promise<number> {
   if (config.jupyterUrl) {
     const remote = await connectRemote(config.jupyterUrl, config.jupyterToken, values['jupyter-header'] ?? [], values['jupyter-ca'], config.workspace, log);
     if (!remote) return 2;
-    provider = remote;
+    // Local kernels left running by an earlier run without --jupyter-url are re-attached and finish their work.
+    provider = new SwitchingProvider(remote, [new LocalKernelProvider({ runtimeDir: join(config.stateDir, 'kernels'), workspace: config.workspace })]);
   } else if (values['jupyter-header'] || values['jupyter-ca']) {
     process.stderr.write('mcp-server-jupyter: --jupyter-header and --jupyter-ca apply to a remote server: add --jupyter-url URL.\n');
     return 2;

@@ -236,7 +236,11 @@ export class NotebookKernel implements ExecutionHooks {
       return;
     }
     if (work.running) {
-      const how = work.stored ? 'its kernel was gone when the server restarted' : 'no kernel was recorded for it';
+      const how = !work.stored
+        ? 'no kernel was recorded for it'
+        : work.stored.stored.provider !== this.deps.provider.kind
+          ? `its ${work.stored.stored.provider} kernel could not be re-attached now that this server runs ${this.deps.provider.kind} kernels`
+          : 'its kernel was gone when the server restarted';
       this.finish(work.running, 'lost', `${how}; ${KERNEL_LOST_TEXT}`);
     }
     if (this.queue.length === 0) return;
