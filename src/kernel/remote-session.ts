@@ -1,6 +1,6 @@
 // One kernel on a Jupyter Server or Gateway: readiness, status from iopub, death as the server reports it, restart, detach.
-import { createMessage } from './protocol.js';
-import type { JupyterMessage, KernelInfo, KernelSession, KernelStatus, StoredKernel, Unsubscribe } from './types.js';
+import { KernelSessionBase, toKernelInfo } from './session-base.js';
+import type { JupyterMessage, KernelSession, KernelStatus, StoredKernel, Unsubscribe } from './types.js';
 import { ChannelClosedError, WsChannel, type ChannelEvent, type WsChannelOptions, type WsProtocol } from './ws-channel.js';
 
 export const REMOTE_START_TIMEOUT_MS = 120_000;
@@ -48,16 +48,7 @@ export interface RemoteSessionOptions {
   livenessIntervalMs: number;
 }
 
-interface PendingRequest {
-  channel: 'shell' | 'control';
-  resolve: (reply: JupyterMessage) => void;
-  reject: (error: Error) => void;
-  timer: NodeJS.Timeout;
-}
-
-export class RemoteKernelSession implements KernelSession {
-  readonly id: string;
-  readonly kernelName: string;
+export class RemoteKernelSession extends KernelSessionBase implements KernelSession {
   readonly location: string;
   readonly remoteId: string;
   readonly wsSession: string;
@@ -67,10 +58,6 @@ export class RemoteKernelSession implements KernelSession {
   private readonly api: RemoteKernelApi;
   private readonly options: RemoteSessionOptions;
   private readonly channel: WsChannel;
-  private currentStatus: KernelStatus = 'starting';
-  private executionState: 'idle' | 'busy' = 'idle';
-  private kernelInfo: KernelInfo | undefined;
-  private instanceNumber: number;
   private readiness: { resolve: () => void; reject: (error: Error) => void } | undefined;
   /**
    * Our kernel_info probes, and which of their answers arrived. Ready takes the reply *and* an iopub message for
@@ -81,48 +68,24 @@ export class RemoteKernelSession implements KernelSession {
   private readinessVia: 'shell' | 'control' = 'shell';
   private readonly readinessSeen = new Map<string, { reply: boolean; iopub: boolean }>();
   private livenessTimer: NodeJS.Timeout | undefined;
-  private deathReported = false;
-  private deathReason: string | undefined;
-  private ended: 'shutdown' | 'detached' | undefined;
-  private restarting: Promise<void> | undefined;
   private shuttingDown: Promise<void> | undefined;
   /** Until the first onMessage listener: what arrived (a replay after re-attach comes before anyone listens). */
   private held: JupyterMessage[] | null = [];
   private heldDropped = 0;
   private flushScheduled = false;
-  private readonly pending = new Map<string, PendingRequest>();
-  /** Our control requests: the kernel publishes busy/idle for them too, which says nothing about the shell. */
-  private readonly controlRequestIds = new Set<string>();
-  private readonly messageListeners = new Set<(message: JupyterMessage) => void>();
-  private readonly statusListeners = new Set<(status: KernelStatus) => void>();
-  private readonly deathListeners = new Set<(reason: string) => void>();
 
   constructor(options: RemoteSessionOptions) {
+    super(options.id, options.kernelName, options.instance);
     this.options = options;
     this.api = options.api;
-    this.id = options.id;
-    this.kernelName = options.kernelName;
     this.location = options.api.url;
     this.remoteId = options.remoteId;
     this.wsSession = options.wsSession;
-    this.instanceNumber = options.instance;
     this.channel = new WsChannel({
       ...options.api.channelOptions(options.remoteId, options.wsSession),
       onMessage: (message) => this.dispatch(message),
       onEvent: (event) => this.onChannelEvent(event),
     });
-  }
-
-  get status(): KernelStatus {
-    return this.currentStatus;
-  }
-
-  get info(): KernelInfo | undefined {
-    return this.kernelInfo;
-  }
-
-  get instance(): number {
-    return this.instanceNumber;
   }
 
   /** Which WebSocket protocol the server picked. */
@@ -135,52 +98,16 @@ export class RemoteKernelSession implements KernelSession {
     return this.channel.reconnects;
   }
 
-  createMessage(
-    channel: 'shell' | 'control' | 'stdin',
-    msgType: string,
-    content: Record<string, unknown>,
-    parent?: JupyterMessage['header'],
-  ): JupyterMessage {
-    return createMessage(channel, msgType, content, parent ? { session: this.wsSession, parent } : { session: this.wsSession });
+  protected get headerSession(): string {
+    return this.wsSession;
   }
 
-  async send(message: JupyterMessage): Promise<void> {
-    const what = `cannot send ${message.header.msg_type}`;
-    if (this.ended === 'shutdown') throw new Error(`Kernel ${this.id} is shut down: ${what}. Start a new kernel.`);
-    if (this.ended === 'detached') throw new Error(`Kernel ${this.id} is detached from this session: ${what}. Attach again first.`);
-    if (this.currentStatus === 'dead') throw new Error(`Kernel ${this.id} is dead (${this.deathReason ?? 'unknown cause'}): ${what}. Restart it first.`);
-    if (this.currentStatus === 'restarting') throw new Error(`Kernel ${this.id} is restarting: ${what} until restart() has finished.`);
-    await this.transmit(message);
-  }
-
-  private transmit(message: JupyterMessage): Promise<void> {
-    if (message.channel === 'control') {
-      this.controlRequestIds.add(message.header.msg_id);
-      if (this.controlRequestIds.size > 1_000) this.controlRequestIds.delete(this.controlRequestIds.values().next().value as string);
-    }
+  protected sendOnChannel(message: JupyterMessage): Promise<void> {
     return this.channel.send(message);
   }
 
-  request(channel: 'shell' | 'control', msgType: string, content: Record<string, unknown>, timeoutMs: number): Promise<JupyterMessage> {
-    const message = this.createMessage(channel, msgType, content);
-    const msgId = message.header.msg_id;
-    return new Promise<JupyterMessage>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(msgId);
-        reject(
-          new Error(
-            `Kernel ${this.id} (${this.kernelName} on ${this.location}) did not answer ${msgType} within ${timeoutMs} ms (status: ${this.currentStatus}). ` +
-              'It may be busy or hung: interrupt or restart it.',
-          ),
-        );
-      }, timeoutMs);
-      this.pending.set(msgId, { channel, resolve, reject, timer });
-      this.send(message).catch((error: unknown) => this.settlePending(msgId, error instanceof Error ? error : new Error(String(error))));
-    });
-  }
-
-  onMessage(listener: (message: JupyterMessage) => void): Unsubscribe {
-    this.messageListeners.add(listener);
+  override onMessage(listener: (message: JupyterMessage) => void): Unsubscribe {
+    const unsubscribe = super.onMessage(listener);
     const held = this.held;
     if (held && !this.flushScheduled) {
       this.flushScheduled = true;
@@ -194,17 +121,7 @@ export class RemoteKernelSession implements KernelSession {
         for (const message of held) this.emitMessage(message);
       });
     }
-    return () => this.messageListeners.delete(listener);
-  }
-
-  onStatus(listener: (status: KernelStatus) => void): Unsubscribe {
-    this.statusListeners.add(listener);
-    return () => this.statusListeners.delete(listener);
-  }
-
-  onDeath(listener: (reason: string) => void): Unsubscribe {
-    this.deathListeners.add(listener);
-    return () => this.deathListeners.delete(listener);
+    return unsubscribe;
   }
 
   /**
@@ -257,14 +174,6 @@ export class RemoteKernelSession implements KernelSession {
       this.die(reason);
       throw new Error(`Cannot interrupt kernel ${this.id}: ${reason}.`);
     }
-  }
-
-  restart(): Promise<void> {
-    this.assertUsable('restart');
-    this.restarting ??= this.doRestart().finally(() => {
-      this.restarting = undefined;
-    });
-    return this.restarting;
   }
 
   shutdown(): Promise<void> {
@@ -320,7 +229,7 @@ export class RemoteKernelSession implements KernelSession {
     };
   }
 
-  private async doRestart(): Promise<void> {
+  protected async doRestart(): Promise<void> {
     this.stopLiveness();
     this.setStatus('restarting');
     try {
@@ -331,6 +240,7 @@ export class RemoteKernelSession implements KernelSession {
       this.channel.resetTracking();
       this.instanceNumber += 1;
       this.executionState = 'idle';
+      this.revive();
       await this.waitReady(REMOTE_START_TIMEOUT_MS, 'shell');
     } catch (error) {
       if (!this.ended) this.die(`restart failed: ${(error as Error).message}`);
@@ -429,15 +339,7 @@ export class RemoteKernelSession implements KernelSession {
     if (message.channel === 'iopub' && message.header.msg_type === 'status') this.onKernelStatus(message, parentId);
     else if (message.header.msg_type === 'kernel_info_reply' && message.channel !== 'iopub') this.kernelInfo = toKernelInfo(message.content);
     if (parentId !== undefined && this.readinessProbes.has(parentId)) this.noteProbeAnswer(parentId, message.channel === 'iopub');
-
-    if (parentId !== undefined && message.channel !== 'iopub') {
-      const waiter = this.pending.get(parentId);
-      if (waiter && waiter.channel === message.channel) {
-        clearTimeout(waiter.timer);
-        this.pending.delete(parentId);
-        waiter.resolve(message);
-      }
-    }
+    this.matchReply(message);
 
     if (this.held) {
       this.held.push(message);
@@ -460,16 +362,6 @@ export class RemoteKernelSession implements KernelSession {
     if (seen.reply && (seen.iopub || this.readinessVia === 'control')) this.readiness?.resolve();
   }
 
-  private emitMessage(message: JupyterMessage): void {
-    for (const listener of [...this.messageListeners]) {
-      try {
-        listener(message);
-      } catch (error) {
-        console.error(`mcp-server-jupyter: an onMessage listener threw: ${(error as Error).stack ?? String(error)}`);
-      }
-    }
-  }
-
   private onKernelStatus(message: JupyterMessage, parentId: string | undefined): void {
     const state = message.content['execution_state'];
     // The server itself says these (its own session id is ours): an automatic restart after the kernel died, or a
@@ -484,74 +376,16 @@ export class RemoteKernelSession implements KernelSession {
       }
       return;
     }
-    if (parentId !== undefined && this.controlRequestIds.has(parentId)) {
-      if (state === 'idle') this.controlRequestIds.delete(parentId);
-      return;
-    }
-    if (state !== 'idle' && state !== 'busy') return;
-    this.executionState = state;
-    if (this.currentStatus === 'idle' || this.currentStatus === 'busy') this.setStatus(state);
+    this.trackStatus(state, parentId);
   }
 
   private die(reason: string): void {
     if (this.ended) return;
-    this.deathReason ??= reason;
     this.stopLiveness();
-    this.rejectAllPending(`Kernel ${this.id} died: ${reason}.`);
-    this.setStatus('dead');
-    if (this.deathReported) return;
-    this.deathReported = true;
-    for (const listener of [...this.deathListeners]) {
-      try {
-        listener(reason);
-      } catch (error) {
-        console.error(`mcp-server-jupyter: an onDeath listener threw: ${(error as Error).stack ?? String(error)}`);
-      }
-    }
-  }
-
-  private setStatus(status: KernelStatus): void {
-    if (status === this.currentStatus) return;
-    this.currentStatus = status;
-    for (const listener of [...this.statusListeners]) {
-      try {
-        listener(status);
-      } catch (error) {
-        console.error(`mcp-server-jupyter: an onStatus listener threw: ${(error as Error).stack ?? String(error)}`);
-      }
-    }
-  }
-
-  private settlePending(msgId: string, error: Error): void {
-    const waiter = this.pending.get(msgId);
-    if (!waiter) return;
-    clearTimeout(waiter.timer);
-    this.pending.delete(msgId);
-    waiter.reject(error);
-  }
-
-  private rejectAllPending(reason: string): void {
-    for (const msgId of [...this.pending.keys()]) this.settlePending(msgId, new Error(reason));
-  }
-
-  private assertUsable(action: string): void {
-    if (this.ended === 'shutdown') throw new Error(`Cannot ${action} kernel ${this.id}: it was shut down. Start a new kernel.`);
-    if (this.ended === 'detached') throw new Error(`Cannot ${action} kernel ${this.id}: this session is detached. Attach again first.`);
+    this.markDead(reason);
   }
 }
 
 export function isKernelGone(error: unknown): boolean {
   return error instanceof ChannelClosedError && error.kind === 'gone';
-}
-
-function toKernelInfo(content: Record<string, unknown>): KernelInfo {
-  const language = (typeof content['language_info'] === 'object' && content['language_info'] !== null ? content['language_info'] : {}) as Record<string, unknown>;
-  const text = (value: unknown): string => (typeof value === 'string' ? value : '');
-  return {
-    protocolVersion: text(content['protocol_version']),
-    implementation: text(content['implementation']),
-    languageName: text(language['name']),
-    languageVersion: text(language['version']),
-    banner: text(content['banner']),
-  };
 }

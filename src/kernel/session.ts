@@ -4,16 +4,8 @@ import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
-import { createMessage } from './protocol.js';
-import type {
-  ConnectionInfo,
-  JupyterMessage,
-  KernelInfo,
-  KernelSession,
-  KernelStatus,
-  StoredKernel,
-  Unsubscribe,
-} from './types.js';
+import { KernelSessionBase, toKernelInfo } from './session-base.js';
+import type { ConnectionInfo, JupyterMessage, KernelSession, StoredKernel } from './types.js';
 import { ZmqChannel } from './zmq-channel.js';
 
 const HEARTBEAT_INTERVAL_MS = 1_000;
@@ -61,13 +53,6 @@ interface TrackedProcess extends KernelProcess {
   markExited: (reason: string) => void;
 }
 
-interface PendingRequest {
-  channel: 'shell' | 'control';
-  resolve: (reply: JupyterMessage) => void;
-  reject: (error: Error) => void;
-  timer: NodeJS.Timeout;
-}
-
 interface Readiness {
   sawIopub: boolean;
   sawInfo: boolean;
@@ -76,9 +61,7 @@ interface Readiness {
   reject: (error: Error) => void;
 }
 
-export class LocalKernelSession implements KernelSession {
-  readonly id: string;
-  readonly kernelName: string;
+export class LocalKernelSession extends KernelSessionBase implements KernelSession {
   readonly location = 'local';
   /** iopub is PUB/SUB: what the kernel published while nobody was subscribed is gone. */
   readonly replaysMissedMessages = false;
@@ -90,10 +73,6 @@ export class LocalKernelSession implements KernelSession {
   private readonly options: LocalSessionOptions;
   private readonly channel: ZmqChannel;
   private proc: TrackedProcess;
-  private currentStatus: KernelStatus = 'starting';
-  private executionState: 'idle' | 'busy' = 'idle';
-  private kernelInfo: KernelInfo | undefined;
-  private instanceNumber: number;
   /** stdin handshakes seen before the current process was launched (see ZmqChannel.whenConnected). */
   private stdinHandshakesBefore = 0;
   private readiness: Readiness | undefined;
@@ -101,26 +80,14 @@ export class LocalKernelSession implements KernelSession {
   private lastPong = 0;
   /** Set while we stop the process on purpose (restart, shutdown): its exit is not a death. */
   private expectingExit = false;
-  private deathReported = false;
-  private deathReason: string | undefined;
-  private ended: 'shutdown' | 'detached' | undefined;
-  private restarting: Promise<void> | undefined;
   private shuttingDown: Promise<void> | undefined;
-  private readonly pending = new Map<string, PendingRequest>();
-  /** Our control requests: ipykernel publishes busy/idle for them too, which says nothing about the shell. */
-  private readonly controlRequestIds = new Set<string>();
-  private readonly messageListeners = new Set<(message: JupyterMessage) => void>();
-  private readonly statusListeners = new Set<(status: KernelStatus) => void>();
-  private readonly deathListeners = new Set<(reason: string) => void>();
 
   constructor(options: LocalSessionOptions) {
+    super(options.id, options.kernelName, options.instance);
     this.clientSession = options.clientSession ?? randomUUID();
     this.options = options;
-    this.id = options.id;
-    this.kernelName = options.kernelName;
     this.connectionFile = options.connectionFile;
     this.logFile = options.logFile;
-    this.instanceNumber = options.instance;
     this.proc = this.track(options.process);
     this.channel = new ZmqChannel({
       connection: options.connection,
@@ -129,16 +96,12 @@ export class LocalKernelSession implements KernelSession {
     });
   }
 
-  get status(): KernelStatus {
-    return this.currentStatus;
+  protected get headerSession(): string {
+    return this.clientSession;
   }
 
-  get info(): KernelInfo | undefined {
-    return this.kernelInfo;
-  }
-
-  get instance(): number {
-    return this.instanceNumber;
+  protected sendOnChannel(message: JupyterMessage): Promise<void> {
+    return this.channel.send(message);
   }
 
   get pid(): number {
@@ -148,68 +111,6 @@ export class LocalKernelSession implements KernelSession {
   /** Messages dropped because their signature was wrong (someone without the key, or a corrupted frame). */
   get badSignatures(): number {
     return this.channel.badSignatures;
-  }
-
-  createMessage(
-    channel: 'shell' | 'control' | 'stdin',
-    msgType: string,
-    content: Record<string, unknown>,
-    parent?: JupyterMessage['header'],
-  ): JupyterMessage {
-    return createMessage(channel, msgType, content, parent ? { session: this.clientSession, parent } : { session: this.clientSession });
-  }
-
-  async send(message: JupyterMessage): Promise<void> {
-    const what = `cannot send ${message.header.msg_type}`;
-    if (this.ended === 'shutdown') throw new Error(`Kernel ${this.id} is shut down: ${what}. Start a new kernel.`);
-    if (this.ended === 'detached') throw new Error(`Kernel ${this.id} is detached from this session: ${what}. Attach again first.`);
-    // ZeroMQ would hold the message and hand it to the next process on these ports: a request meant for the old
-    // kernel must not run in the new one.
-    if (this.currentStatus === 'dead') throw new Error(`Kernel ${this.id} is dead (${this.deathReason ?? 'unknown cause'}): ${what}. Restart it first.`);
-    if (this.currentStatus === 'restarting') throw new Error(`Kernel ${this.id} is restarting: ${what} until restart() has finished.`);
-    await this.transmit(message);
-  }
-
-  /** Sends without the state checks of `send` (our own probes go out while starting and restarting). */
-  private transmit(message: JupyterMessage): Promise<void> {
-    if (message.channel === 'control') {
-      this.controlRequestIds.add(message.header.msg_id);
-      if (this.controlRequestIds.size > 1_000) this.controlRequestIds.delete(this.controlRequestIds.values().next().value as string);
-    }
-    return this.channel.send(message);
-  }
-
-  request(channel: 'shell' | 'control', msgType: string, content: Record<string, unknown>, timeoutMs: number): Promise<JupyterMessage> {
-    const message = this.createMessage(channel, msgType, content);
-    const msgId = message.header.msg_id;
-    return new Promise<JupyterMessage>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(msgId);
-        reject(
-          new Error(
-            `Kernel ${this.id} (${this.kernelName}) did not answer ${msgType} within ${timeoutMs} ms (status: ${this.currentStatus}). ` +
-              'It may be busy or hung: interrupt or restart it.',
-          ),
-        );
-      }, timeoutMs);
-      this.pending.set(msgId, { channel, resolve, reject, timer });
-      this.send(message).catch((error: unknown) => this.settlePending(msgId, error instanceof Error ? error : new Error(String(error))));
-    });
-  }
-
-  onMessage(listener: (message: JupyterMessage) => void): Unsubscribe {
-    this.messageListeners.add(listener);
-    return () => this.messageListeners.delete(listener);
-  }
-
-  onStatus(listener: (status: KernelStatus) => void): Unsubscribe {
-    this.statusListeners.add(listener);
-    return () => this.statusListeners.delete(listener);
-  }
-
-  onDeath(listener: (reason: string) => void): Unsubscribe {
-    this.deathListeners.add(listener);
-    return () => this.deathListeners.delete(listener);
   }
 
   /**
@@ -267,14 +168,6 @@ export class LocalKernelSession implements KernelSession {
     if (!signalGroup(pid, 'SIGINT')) throw new Error(`Cannot interrupt kernel ${this.id}: sending SIGINT to pid ${pid} failed.`);
   }
 
-  restart(): Promise<void> {
-    this.assertUsable('restart');
-    this.restarting ??= this.doRestart().finally(() => {
-      this.restarting = undefined;
-    });
-    return this.restarting;
-  }
-
   /**
    * The kernel log is removed too, unless the kernel died or `keepLog` is set: then error messages point at it.
    */
@@ -321,7 +214,7 @@ export class LocalKernelSession implements KernelSession {
     };
   }
 
-  private async doRestart(): Promise<void> {
+  protected async doRestart(): Promise<void> {
     this.stopHeartbeat();
     this.setStatus('restarting');
     this.expectingExit = true;
@@ -335,8 +228,7 @@ export class LocalKernelSession implements KernelSession {
       // A shutdown that came in meanwhile waits for us, then stops this new process.
       this.assertUsable('restart');
       this.executionState = 'idle';
-      this.deathReported = false;
-      this.deathReason = undefined;
+      this.revive();
       this.expectingExit = false;
       // The sockets stay connected to the same ports; ZeroMQ reconnects to the new process by itself.
       await this.waitReady(START_TIMEOUT_MS, 'shell');
@@ -432,20 +324,8 @@ export class LocalKernelSession implements KernelSession {
   }
 
   private die(reason: string): void {
-    this.deathReason ??= reason;
     this.stopHeartbeat();
-    this.rejectAllPending(`Kernel ${this.id} died: ${reason}.`);
-    this.setStatus('dead');
-    if (this.deathReported) return;
-    this.deathReported = true;
-    const detailed = `${reason} (kernel log: ${this.logFile})`;
-    for (const listener of [...this.deathListeners]) {
-      try {
-        listener(detailed);
-      } catch (error) {
-        console.error(`mcp-server-jupyter: an onDeath listener threw: ${(error as Error).stack ?? String(error)}`);
-      }
-    }
+    this.markDead(reason, `${reason} (kernel log: ${this.logFile})`);
   }
 
   private startHeartbeat(): void {
@@ -480,77 +360,21 @@ export class LocalKernelSession implements KernelSession {
   }
 
   private dispatch(message: JupyterMessage): void {
-    const parentId = message.parent_header.msg_id;
     if (message.channel === 'iopub') {
       if (this.readiness) this.readiness.sawIopub = true;
-      if (message.header.msg_type === 'status') this.onKernelStatus(message, parentId);
+      if (message.header.msg_type === 'status') this.trackStatus(message.content['execution_state'], message.parent_header.msg_id);
     } else if (message.header.msg_type === 'kernel_info_reply') {
       this.kernelInfo = toKernelInfo(message.content);
       if (this.readiness) this.readiness.sawInfo = true;
     }
     this.checkReady();
-
-    if (parentId !== undefined && message.channel !== 'iopub') {
-      const waiter = this.pending.get(parentId);
-      if (waiter && waiter.channel === message.channel) {
-        clearTimeout(waiter.timer);
-        this.pending.delete(parentId);
-        waiter.resolve(message);
-      }
-    }
-
-    for (const listener of [...this.messageListeners]) {
-      try {
-        listener(message);
-      } catch (error) {
-        console.error(`mcp-server-jupyter: an onMessage listener threw: ${(error as Error).stack ?? String(error)}`);
-      }
-    }
+    this.matchReply(message);
+    this.emitMessage(message);
   }
 
   private checkReady(): void {
     const readiness = this.readiness;
     if (readiness?.sawInfo && readiness.sawIopub && readiness.stdinConnected) readiness.resolve();
-  }
-
-  private onKernelStatus(message: JupyterMessage, parentId: string | undefined): void {
-    const state = message.content['execution_state'];
-    if (parentId !== undefined && this.controlRequestIds.has(parentId)) {
-      if (state === 'idle') this.controlRequestIds.delete(parentId);
-      return;
-    }
-    if (state !== 'idle' && state !== 'busy') return;
-    this.executionState = state;
-    if (this.currentStatus === 'idle' || this.currentStatus === 'busy') this.setStatus(state);
-  }
-
-  private setStatus(status: KernelStatus): void {
-    if (status === this.currentStatus) return;
-    this.currentStatus = status;
-    for (const listener of [...this.statusListeners]) {
-      try {
-        listener(status);
-      } catch (error) {
-        console.error(`mcp-server-jupyter: an onStatus listener threw: ${(error as Error).stack ?? String(error)}`);
-      }
-    }
-  }
-
-  private settlePending(msgId: string, error: Error): void {
-    const waiter = this.pending.get(msgId);
-    if (!waiter) return;
-    clearTimeout(waiter.timer);
-    this.pending.delete(msgId);
-    waiter.reject(error);
-  }
-
-  private rejectAllPending(reason: string): void {
-    for (const msgId of [...this.pending.keys()]) this.settlePending(msgId, new Error(reason));
-  }
-
-  private assertUsable(action: string): void {
-    if (this.ended === 'shutdown') throw new Error(`Cannot ${action} kernel ${this.id}: it was shut down. Start a new kernel.`);
-    if (this.ended === 'detached') throw new Error(`Cannot ${action} kernel ${this.id}: this session is detached. Attach again first.`);
   }
 
   private startFailure(what: string): string {
@@ -560,18 +384,6 @@ export class LocalKernelSession implements KernelSession {
       (tail ? ` Last lines of its log (${this.logFile}):\n${tail}` : ` Its log (${this.logFile}) is empty.`)
     );
   }
-}
-
-function toKernelInfo(content: Record<string, unknown>): KernelInfo {
-  const language = (typeof content['language_info'] === 'object' && content['language_info'] !== null ? content['language_info'] : {}) as Record<string, unknown>;
-  const text = (value: unknown): string => (typeof value === 'string' ? value : '');
-  return {
-    protocolVersion: text(content['protocol_version']),
-    implementation: text(content['implementation']),
-    languageName: text(language['name']),
-    languageVersion: text(language['version']),
-    banner: text(content['banner']),
-  };
 }
 
 /** The last lines of a kernel log, for error messages. */
