@@ -45,6 +45,22 @@ describe('Multiplexer with synthetic messages', () => {
     assert.equal(mux.droppedOrphans, 500);
   });
 
+  test('large outputs for parents nobody registers are bounded by bytes: the least recently seen lose theirs first', () => {
+    const mux = new Multiplexer({ maxBytes: 4 * 1024 * 1024 });
+    const big = (parentId: string, seq: number): JupyterMessage => ({ ...message(parentId, seq), content: { name: 'stdout', text: `${seq}\n${'x'.repeat(256 * 1024)}` } });
+    // 3 other clients' requests printing 256 KB chunks (about 512 KB each in memory): 30 MB offered in all.
+    for (let seq = 0; seq < 20; seq += 1) for (const parent of ['a', 'b', 'c']) mux.route(big(parent, seq));
+    assert.ok(mux.bytesBuffered <= 4 * 1024 * 1024, `${mux.bytesBuffered} bytes held`);
+    assert.ok(mux.bytesBuffered > 3 * 1024 * 1024, 'the budget is used, not emptied');
+    assert.equal(mux.bufferedFor('a') + mux.bufferedFor('b') + mux.bufferedFor('c') + mux.droppedOrphans, 60, 'every message is kept or counted');
+    // The most recently seen parent keeps its newest messages, in order.
+    const received: number[] = [];
+    mux.register('c', (delivered) => received.push(seqOf(delivered)));
+    assert.ok(received.length > 0);
+    assert.deepEqual(received, Array.from({ length: received.length }, (_, index) => 20 - received.length + index));
+    assert.ok(mux.bytesBuffered < 4 * 1024 * 1024);
+  });
+
   test("messages for an unregistered parent never reach another parent's handler", () => {
     const mux = new Multiplexer();
     const mine: string[] = [];
