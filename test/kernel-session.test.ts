@@ -1,7 +1,7 @@
 // Real ipykernel processes through LocalKernelProvider: execute, stdin, interrupt, death, concurrency, restart, shutdown.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -225,4 +225,27 @@ test('interrupt_mode "message" interrupts through interrupt_request on control',
     },
   });
   assert.equal(run.error?.ename, 'KeyboardInterrupt');
+});
+
+test("old logs of dead kernels are removed at the first start; a live kernel's log and recent ones stay", async () => {
+  const dir = path.join(root, 'prune-runtime');
+  mkdirSync(dir, { recursive: true });
+  const write = (name: string, daysOld: number): void => {
+    writeFileSync(path.join(dir, name), 'log\n');
+    const when = new Date(Date.now() - daysOld * 86_400_000);
+    utimesSync(path.join(dir, name), when, when);
+  };
+  write('kernel-dead-long-ago.log', 30);
+  write('kernel-died-yesterday.log', 1);
+  write('kernel-alive.log', 30);
+  write('kernel-alive.json', 30);
+  const pruning = new LocalKernelProvider({ runtimeDir: dir, workspace: root });
+  const session = await pruning.start({ kernelName: 'python3', cwd: root, id: 'prune-check' });
+  try {
+    const left = readdirSync(dir).sort();
+    assert.ok(!left.includes('kernel-dead-long-ago.log'), 'a month-old log of a dead kernel is gone');
+    for (const kept of ['kernel-died-yesterday.log', 'kernel-alive.log', 'kernel-alive.json', 'kernel-prune-check.log']) assert.ok(left.includes(kept), `${kept} kept`);
+  } finally {
+    await session.shutdown();
+  }
 });

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import path from 'node:path';
 import { discoverKernelspecs, findKernelspec } from './kernelspecs.js';
@@ -21,6 +21,8 @@ export interface LocalKernelProviderOptions {
 const ATTACH_TIMEOUT_MS = 4_000;
 const PORT_CLASH_RETRIES = 3;
 const LOOPBACK = '127.0.0.1';
+/** Logs of kernels that died are kept this long for their error messages, then removed at the next start. */
+const DEAD_KERNEL_LOG_DAYS = 7;
 
 /** Everything needed to launch (and relaunch) one kernel process. */
 interface LaunchPlan {
@@ -52,6 +54,8 @@ interface LocalDetails {
 export class LocalKernelProvider implements KernelProvider {
   readonly kind = 'local' as const;
 
+  private logsPruned = false;
+
   constructor(private readonly options: LocalKernelProviderOptions) {}
 
   listSpecs(): Promise<KernelSpec[]> {
@@ -64,6 +68,10 @@ export class LocalKernelProvider implements KernelProvider {
     const cwdStat = await stat(cwd).catch(() => undefined);
     if (!cwdStat?.isDirectory()) throw new Error(`Cannot start kernel "${spec.name}": its working directory ${cwd} does not exist.`);
     await mkdir(this.options.runtimeDir, { recursive: true, mode: 0o700 });
+    if (!this.logsPruned) {
+      this.logsPruned = true;
+      await this.pruneOldLogs();
+    }
     const connectionFile = path.join(this.options.runtimeDir, `kernel-${options.id}.json`);
     const logFile = path.join(this.options.runtimeDir, `kernel-${options.id}.log`);
 
@@ -119,6 +127,22 @@ export class LocalKernelProvider implements KernelProvider {
     } catch {
       await session.detach();
       return null;
+    }
+  }
+
+  /**
+   * A dead kernel's log stays while someone may still read the error that points at it; one that is old and has no
+   * connection file beside it (no live kernel: a shut-down kernel removes both) goes.
+   */
+  private async pruneOldLogs(): Promise<void> {
+    const dir = this.options.runtimeDir;
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const cutoff = Date.now() - DEAD_KERNEL_LOG_DAYS * 86_400_000;
+    for (const name of names) {
+      const match = /^kernel-(.+)\.log$/.exec(name);
+      if (!match || names.includes(`kernel-${match[1]}.json`)) continue;
+      const info = await stat(path.join(dir, name)).catch(() => undefined);
+      if (info && info.mtimeMs < cutoff) await rm(path.join(dir, name), { force: true }).catch(() => undefined);
     }
   }
 
