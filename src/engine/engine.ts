@@ -9,7 +9,17 @@ import { EngineEvents } from './events.js';
 import { Execution, type ExecutionSnapshot } from './execution.js';
 import type { NbOutput } from './output-model.js';
 import { OutputFlusher } from './output-flusher.js';
-import { DEFAULT_KERNEL_LIMITS, emptyEngineStats, finishFields, fullOutputChange, KernelBreakerOpenError, NotebookKernel, type EngineStats, type KernelLimits } from './scheduler.js';
+import {
+  CANCELLED_BEFORE_RUN_TEXT,
+  DEFAULT_KERNEL_LIMITS,
+  emptyEngineStats,
+  finishFields,
+  fullOutputChange,
+  KernelBreakerOpenError,
+  NotebookKernel,
+  type EngineStats,
+  type KernelLimits,
+} from './scheduler.js';
 
 export { KernelBreakerOpenError };
 
@@ -73,6 +83,14 @@ export function describeStorageError(error: unknown, stateDir: string): string |
 
 export const DEFAULT_OUTPUT_BUDGET_CHARS = 8 * 1024 * 1024;
 
+/**
+ * While writes are owed to the journal (final states, starts held back), they are retried on this backoff. No
+ * event says that a disk has room again, so this is a probe of a failed resource, like a heartbeat, and it exists
+ * only while something is owed; any accepted request retries at once as well.
+ */
+const JOURNAL_RETRY_FIRST_MS = 500;
+const JOURNAL_RETRY_MAX_MS = 5_000;
+
 export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
@@ -95,6 +113,11 @@ export class Engine {
   /** Finished executions whose final state could not be journaled yet: answered from memory, written when possible. */
   private readonly unsaved = new Map<string, Execution>();
   private readonly stateDir: string;
+  /** The last failed journal write, for the notes that tell callers what is not journaled yet. */
+  private lastJournalError: Error | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelayMs = JOURNAL_RETRY_FIRST_MS;
+  private closed = false;
 
   constructor(private readonly options: EngineOptions) {
     this.journal = new ExecutionJournal(options.db);
@@ -118,6 +141,7 @@ export class Engine {
     };
     this.flusher = new OutputFlusher(tracking, (error) => {
       this.stats.journalWriteErrors += 1;
+      this.lastJournalError = error;
       this.log('error', 'could not journal outputs; the execution goes on and its outputs are written again when it ends', {
         error: describeStorageError(error, this.stateDir) ?? error.message,
       });
@@ -155,11 +179,12 @@ export class Engine {
       const problem = describeStorageError(error, this.stateDir);
       if (!problem) throw error;
       this.stats.journalWriteErrors += 1;
+      this.lastJournalError = error instanceof Error ? error : new Error(String(error));
       this.log('error', 'could not accept executions', { error: problem });
       throw new StateStorageError(`not accepted: ${problem}. Nothing of this request was queued, and earlier executions are unaffected.`);
     }
-    // The journal takes writes again: what could not be saved earlier goes in now.
-    this.saveUnsaved();
+    // The journal takes writes again: what could not be saved earlier goes in now, before the new work starts.
+    this.retryJournal();
     return rows.map((newRow) => {
       const row: ExecutionRow = {
         ...newRow,
@@ -222,7 +247,10 @@ export class Engine {
     }
   }
 
-  /** The execution now: from memory while it is unfinished, else from the journal. */
+  /**
+   * The execution now: from memory while it is unfinished (or its end is not journaled yet), else from the journal.
+   * What memory knows beyond the journal is said in a note, so that a caller is never surprised by a restart.
+   */
   get(id: string): Snapshot {
     const entry = this.live.get(id);
     if (entry) {
@@ -230,6 +258,8 @@ export class Engine {
       const snapshot: Snapshot = execution.snapshot(execution.state === 'pending' ? kernel.positionOf(execution) : undefined);
       const ignored = kernel.ignoredInterrupt;
       if (ignored && ignored.executionId === id && !execution.isTerminal) snapshot.interruptIgnored = { sentAt: ignored.sentAt, graceMs: ignored.graceMs };
+      const note = this.journalNote(execution, kernel);
+      if (note) snapshot.outputsNote = snapshot.outputsNote ? `${snapshot.outputsNote}; ${note}` : note;
       return snapshot;
     }
     const row = this.journal.get(id);
@@ -272,6 +302,7 @@ export class Engine {
   cancel(id: string): { outcome: 'removed' | 'interrupting' | 'finished'; snapshot: Snapshot } {
     const entry = this.live.get(id);
     if (!entry) return { outcome: 'finished', snapshot: this.get(id) };
+    if (entry.execution.state === 'pending' && entry.kernel.pending().includes(entry.execution)) this.journalCancellation(entry.execution);
     const outcome = entry.kernel.cancel(entry.execution);
     return { outcome, snapshot: this.get(id) };
   }
@@ -293,6 +324,72 @@ export class Engine {
     return this.get(id);
   }
 
+  /**
+   * A pending execution is told `cancelled` only once the journal says so: a cancellation held in memory alone
+   * would be undone by a restart, whose recovery runs every pending row.
+   */
+  private journalCancellation(execution: Execution): void {
+    try {
+      this.journal.finish(execution.id, { ...finishFields(execution), state: 'cancelled', finishedAt: Date.now(), statusText: CANCELLED_BEFORE_RUN_TEXT }, null);
+    } catch (error) {
+      const problem = describeStorageError(error, this.stateDir);
+      if (!problem) throw error;
+      this.stats.journalWriteErrors += 1;
+      this.lastJournalError = error instanceof Error ? error : new Error(String(error));
+      throw new StateStorageError(
+        `not cancelled: ${problem}. Execution ${execution.id} is still pending and nothing of it was sent to the kernel; a cancellation the journal ` +
+          `does not hold would be undone by a server restart. Cancel it again once the state directory has room.`,
+      );
+    }
+  }
+
+  /** What memory knows that the journal does not hold yet, for this execution, or null. */
+  private journalNote(execution: Execution, kernel: NotebookKernel): string | null {
+    const blocked = kernel.waitingForJournal;
+    if (blocked && execution.state === 'pending') {
+      const problem = describeStorageError(blocked, this.stateDir) ?? `the journal could not be written (${blocked.message})`;
+      return (
+        `not started yet: the start of this notebook's next execution could not be recorded in the journal because ${problem}. ` +
+        `Nothing was sent to the kernel; the queue starts again by itself once the journal can be written`
+      );
+    }
+    if (!this.unsaved.has(execution.id)) return null;
+    const error = this.lastJournalError;
+    const problem = (error && describeStorageError(error, this.stateDir)) ?? 'the journal could not be written';
+    const afterRestart =
+      execution.startedAt === null
+        ? 'the journal still lists it as pending, so a server restarted before then would run it'
+        : 'a server restarted before then could not tell how it ended and would report it lost';
+    return `this result is not in the journal yet because ${problem}. It is written there as soon as it can be; ${afterRestart}`;
+  }
+
+  /** Retries what is owed to the journal (final states, held-back starts) and keeps retrying while something is. */
+  private retryJournal(): void {
+    if (this.closed) return;
+    this.saveUnsaved();
+    for (const kernel of this.notebooks.values()) kernel.resumeAfterJournal();
+    if (this.journalOwed()) {
+      this.scheduleJournalRetry();
+    } else {
+      this.retryDelayMs = JOURNAL_RETRY_FIRST_MS;
+    }
+  }
+
+  private journalOwed(): boolean {
+    return this.unsaved.size > 0 || [...this.notebooks.values()].some((kernel) => kernel.waitingForJournal !== null);
+  }
+
+  private scheduleJournalRetry(): void {
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.retryJournal();
+    }, this.retryDelayMs);
+    // Owed writes must not keep a finished process alive.
+    this.retryTimer.unref();
+    this.retryDelayMs = Math.min(this.retryDelayMs * 2, JOURNAL_RETRY_MAX_MS);
+  }
+
   /** Writes the final state of executions whose end could not be journaled earlier; stops at the first failure. */
   private saveUnsaved(): void {
     for (const [id, execution] of this.unsaved) {
@@ -308,8 +405,14 @@ export class Engine {
     }
   }
 
+  /** From the journal, except that an end the journal could not take yet is shown as memory knows it. */
   list(filter: ListFilter): ExecutionRow[] {
-    return this.journal.list(filter);
+    return this.journal.list(filter).map((row) => {
+      const execution = this.unsaved.get(row.id);
+      if (!execution) return row;
+      const fields = finishFields(execution);
+      return { ...row, state: fields.state, finishedAt: fields.finishedAt, statusText: fields.statusText, errorName: fields.errorName, errorValue: fields.errorValue, executionCount: fields.executionCount ?? row.executionCount };
+    });
   }
 
   countsByState(): Record<ExecutionState, number> {
@@ -378,12 +481,17 @@ export class Engine {
             this.live.delete(execution.id);
             this.incompleteOutputs.delete(execution.id);
             this.saveUnsaved();
+            // Not from inside this kernel's own state change: a held-back queue resumes on the next turn.
+            if (this.journalOwed()) setImmediate(() => this.retryJournal());
           } else {
             this.unsaved.set(execution.id, execution);
+            this.scheduleJournalRetry();
           }
         },
+        waitingForJournal: () => this.scheduleJournalRetry(),
         journalFailed: (what, error, execution) => {
           this.stats.journalWriteErrors += 1;
+          this.lastJournalError = error;
           this.log('error', `could not journal ${what}; going on in memory`, {
             executionId: execution?.id,
             error: describeStorageError(error, this.stateDir) ?? error.message,
@@ -451,6 +559,9 @@ export class Engine {
    * accepted work is resumed by the next start instead of lost.
    */
   async close(options: { kernels: 'keep' | 'shutdown' | 'shutdown-idle' }): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.flusher.close();
     this.saveUnsaved();
     await Promise.all(

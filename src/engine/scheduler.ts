@@ -10,6 +10,7 @@ import { Multiplexer } from './multiplexer.js';
 import { OutputFlusher } from './output-flusher.js';
 
 export const KERNEL_LOST_TEXT = 'kernel state was lost';
+export const CANCELLED_BEFORE_RUN_TEXT = 'cancelled before it ran';
 
 /** Limits that protect a notebook's kernel from crash loops and its callers from silent hangs. */
 export interface KernelLimits {
@@ -71,6 +72,8 @@ export interface SchedulerDeps {
   onTerminal(execution: Execution, saved: boolean): void;
   /** A journal write failed (disk full, read-only state directory): logged and counted; the work goes on in memory. */
   journalFailed(what: string, error: Error, execution?: Execution): void;
+  /** The next execution's start could not be journaled: the queue waits until `resumeAfterJournal` is called. */
+  waitingForJournal(kernel: NotebookKernel): void;
   /** Whether some of this execution's outputs never reached the journal (its final write then rewrites them all). */
   outputsIncomplete(execution: Execution): boolean;
   log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void;
@@ -105,7 +108,11 @@ export class NotebookKernel implements ExecutionHooks {
   private interruptWatch: InterruptWatch | null = null;
   /** The running execution outlived an interrupt by the grace period (cleared when it ends). */
   ignoredInterrupt: { executionId: string; sentAt: number; graceMs: number } | null = null;
-  private lastJournalError: string | null = null;
+  /**
+   * Set while the start of the next execution cannot be journaled: nothing is sent to the kernel until the journal
+   * takes writes again, so the execution stays `pending` in memory exactly as the journal has it.
+   */
+  private journalBlocked: Error | null = null;
 
   constructor(readonly notebookPath: string, private readonly deps: SchedulerDeps) {}
 
@@ -116,6 +123,18 @@ export class NotebookKernel implements ExecutionHooks {
   /** Accepted and not finished: the waiting ones and the running one (what the queue limit counts). */
   get unfinished(): number {
     return this.queue.length + (this.running ? 1 : 0);
+  }
+
+  /** Why the queue is held back (the start of its next execution could not be journaled), or null. */
+  get waitingForJournal(): Error | null {
+    return this.journalBlocked;
+  }
+
+  /** The journal takes writes again: retries the start that could not be recorded. */
+  resumeAfterJournal(): void {
+    if (!this.journalBlocked) return;
+    this.journalBlocked = null;
+    this.pump();
   }
 
   /** Why new work for this notebook is refused right now, or null. */
@@ -297,7 +316,7 @@ export class NotebookKernel implements ExecutionHooks {
     const index = this.queue.indexOf(execution);
     if (index >= 0) {
       this.queue.splice(index, 1);
-      this.finish(execution, 'cancelled', 'cancelled before it ran');
+      this.finish(execution, 'cancelled', CANCELLED_BEFORE_RUN_TEXT);
       return 'removed';
     }
     if (this.running === execution) {
@@ -431,7 +450,7 @@ export class NotebookKernel implements ExecutionHooks {
   // Internals ----------------------------------------------------------------------------------------------
 
   private pump(): void {
-    if (this.closed || this.recovering || this.running || this.queue.length === 0) return;
+    if (this.closed || this.recovering || this.journalBlocked || this.running || this.queue.length === 0) return;
     const session = this.session;
     // A restart in progress calls pump() again when the kernel is back.
     if (session?.status === 'restarting') return;
@@ -447,9 +466,8 @@ export class NotebookKernel implements ExecutionHooks {
       );
       return;
     }
-    const execution = this.queue.shift();
+    const execution = this.queue[0];
     if (!execution) return;
-    this.running = execution;
     const message = session.createMessage('shell', 'execute_request', {
       code: execution.row.code,
       silent: false,
@@ -459,24 +477,26 @@ export class NotebookKernel implements ExecutionHooks {
       stop_on_error: false,
     });
     const msgId = message.header.msg_id;
+    const startedAt = Date.now();
+    // Journal first: after a crash we must know this request may have reached the kernel, so it is never sent twice.
+    // If that cannot be recorded, it is neither sent nor ended: it stays pending, as the journal has it, so what a
+    // caller is told and what a restarted server finds agree (ending it `lost` here could not be journaled either,
+    // and recovery would then run work the caller was told had not run). The queue waits for the journal.
+    const failure = this.tryRecord('the start of an execution', () => this.deps.journal.markRunning(execution.id, session.id, session.instance, msgId, startedAt), execution);
+    if (failure) {
+      this.journalBlocked = failure;
+      this.deps.waitingForJournal(this);
+      return;
+    }
+    this.queue.shift();
+    this.running = execution;
     execution.msgId = msgId;
     execution.kernelId = session.id;
     execution.kernelInstance = session.instance;
-    execution.startedAt = Date.now();
+    execution.startedAt = startedAt;
     if (this.resetNote) execution.outputsNote ??= this.resetNote;
     this.resetNote = null;
     execution.state = 'running';
-    // Journal first: after a crash we must know this request may have reached the kernel, so it is never sent twice.
-    // If that cannot be recorded, it is not sent at all.
-    const startedAt = execution.startedAt;
-    if (!this.record('the start of an execution', () => this.deps.journal.markRunning(execution.id, session.id, session.instance, msgId, startedAt), execution)) {
-      this.finish(
-        execution,
-        'lost',
-        `not run: its start could not be recorded in the journal (${this.lastJournalError ?? 'write failed'}), so nothing was sent to the kernel (kernel state was kept). Free space in the state directory (or make it writable) and run it again.`,
-      );
-      return;
-    }
     this.mux.register(msgId, (reply) => execution.handle(reply));
     this.deps.events.emit('execution.started', { executionId: execution.id, notebookPath: this.notebookPath, cellId: execution.row.cellId, kernelId: session.id });
     session.send(message).catch((error: Error) => {
@@ -608,14 +628,18 @@ export class NotebookKernel implements ExecutionHooks {
 
   /** Runs a journal write; a failure (disk full, read-only state directory) is reported, counted and survived. */
   private record(what: string, write: () => void, execution?: Execution): boolean {
+    return this.tryRecord(what, write, execution) === null;
+  }
+
+  /** `record`, answering the error of a failed write (or null). */
+  private tryRecord(what: string, write: () => void, execution?: Execution): Error | null {
     try {
       write();
-      return true;
+      return null;
     } catch (error) {
       const failure = error instanceof Error ? error : new Error(String(error));
-      this.lastJournalError = failure.message;
       this.deps.journalFailed(what, failure, execution);
-      return false;
+      return failure;
     }
   }
 

@@ -293,17 +293,37 @@ export class AssetStore {
         const now = this.now();
         if (existing === 'same') {
           // A file nobody leased (the user's own, or one kept from a lost state database) stays unleased: never ours to delete.
-          this.leases.extend(rel, now + this.defaultTtlMs);
+          // The file is there: a lease that cannot be extended now (state directory full) only shortens its protection.
+          try {
+            this.leases.extend(rel, now + this.defaultTtlMs);
+          } catch {
+            // Prune still keeps it while a notebook references it.
+          }
           return rel;
         }
         // The lease goes in first: a crash in between leaves a lease without a file (harmless), never an unleased file we wrote.
         const hadLease = this.leases.get(rel) !== undefined;
-        this.leases.record({ assetPath: rel, notebookPath: where.notebookRel, executionId: executionId ?? null, bytes: bytes.length, sha256: hash, createdAt: now, expiresAt: now + this.defaultTtlMs });
+        try {
+          this.leases.record({ assetPath: rel, notebookPath: where.notebookRel, executionId: executionId ?? null, bytes: bytes.length, sha256: hash, createdAt: now, expiresAt: now + this.defaultTtlMs });
+        } catch (error) {
+          throw new AssetError(
+            `cannot store the asset ${rel}: its lease could not be recorded in the state database (${error instanceof Error ? error.message : String(error)}), so the file was not written. Free some space in the state directory (or make it writable) and run again.`,
+          );
+        }
         try {
           await writeFileAtomic(file, bytes);
         } catch (error) {
-          if (!hadLease) this.leases.remove(rel);
-          throw new AssetError(`cannot write the asset ${rel} (${errno(error) ?? String(error)}); check that ${where.assetsRel} is writable and the disk has room`);
+          try {
+            if (!hadLease) this.leases.remove(rel);
+          } catch {
+            // A lease without its file is harmless: prune forgets it once it expires.
+          }
+          const code = errno(error);
+          throw new AssetError(
+            code === 'ENOSPC' || code === 'EDQUOT'
+              ? `cannot write the asset ${rel}: the disk holding ${where.assetsRel} is full (${code}); nothing was written there. Free some space and run again.`
+              : `cannot write the asset ${rel} (${code ?? String(error)}); check that ${where.assetsRel} is writable and the disk has room`,
+          );
         }
         return rel;
       }

@@ -6,7 +6,8 @@ import { basename, dirname, join } from 'node:path';
 /**
  * Writes `data` to a temporary file in the same directory (so the rename stays on one file system), fsyncs it,
  * renames it over `target` and fsyncs the directory so the rename itself survives a power cut. The target's
- * permission bits are kept.
+ * permission bits are kept. On any failure before the rename (a full disk fails the write, the fsync or even the
+ * close) the temporary file is removed and `target` is untouched.
  */
 export async function writeFileAtomic(target: string, data: string | Buffer): Promise<void> {
   const directory = dirname(target);
@@ -19,15 +20,13 @@ export async function writeFileAtomic(target: string, data: string | Buffer): Pr
   }
   const handle = await open(temporary, 'wx', mode);
   try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await rm(temporary, { force: true });
-    throw error;
-  }
-  await handle.close();
-  try {
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      // Some file systems report a deferred write error (ENOSPC, EIO) only here; it fails the write like any other.
+      await handle.close();
+    }
     await rename(temporary, target);
   } catch (error) {
     await rm(temporary, { force: true });

@@ -63,6 +63,8 @@ export class CellNotFoundError extends Error {
 /** The file could not be read or written as a notebook for a reason other than its contents. */
 export class NotebookIoError extends Error {
   override readonly name = 'NotebookIoError';
+  /** The system error code when writing the file failed (e.g. ENOSPC); the file on disk is then the previous version. */
+  writeError: string | undefined;
 }
 
 export interface ReadResult {
@@ -128,6 +130,13 @@ interface Entry {
   upgrades: string[];
 }
 
+/** Outputs of a finished execution that could not be saved into the notebook yet; they go in with its next save. */
+interface OwedOutputs {
+  outputs: Output[];
+  executionCount: number | null;
+  provenance: ExecutionProvenance;
+}
+
 const SKIP_DIRS = new Set(['node_modules', '__pycache__']);
 const SAVE_ATTEMPTS = 3;
 /** Parsed notebooks kept in memory; beyond this the least recently used are dropped (and re-read when needed). */
@@ -167,6 +176,18 @@ export function locateCell(nb: Notebook, ref: CellRef, relPath: string): { cell:
   const cell = Number.isInteger(index) ? nb.cells[index] : undefined;
   if (!cell) throw new CellNotFoundError(relPath, { index }, nb.cells.length);
   return { cell, index };
+}
+
+/** Puts an execution's outputs into a code cell, with the provenance that says which execution made them. */
+function putOutputs(cell: Cell & { cell_type: 'code' }, owed: OwedOutputs): void {
+  cell.outputs = owed.outputs.map((o) => outputToDiskForm(cleanOutput(o)));
+  cell.execution_count = owed.executionCount;
+  const record: JsonObject = {
+    execution_id: owed.provenance.executionId,
+    finished_at: owed.provenance.finishedAt,
+    source_sha256: owed.provenance.sourceSha256,
+  };
+  cell.metadata['mcp_jupyter'] = record;
 }
 
 /** Keeps only the fields nbformat allows on an output, so what the kernel layer hands over always validates. */
@@ -254,6 +275,11 @@ export class NotebookStore {
   private readonly cache = new Map<string, Entry>();
   /** Operations on one key (file or folder) run one at a time. */
   private readonly serial = new KeyedSerial();
+  /**
+   * Per file (real path), per cell id: outputs whose save failed (disk full, read-only). The next save of that
+   * notebook puts them in first, so they land once the disk has room instead of being lost to one failed write.
+   */
+  private readonly owed = new Map<string, Map<string, OwedOutputs>>();
 
   private readonly onSaved: ((relativePath: string) => void) | undefined;
 
@@ -291,6 +317,11 @@ export class NotebookStore {
    * notebook handed to `mutate` becomes the cached copy, so `result` must not hold references into it.
    */
   async update<R>(userPath: string, mutate: (nb: Notebook, relPath: string) => R): Promise<UpdateResult<R>> {
+    return this.edit(userPath, mutate);
+  }
+
+  /** `update`; with `owe`, outputs whose save failed are kept (inside the file's turn) for its next save. */
+  private async edit<R>(userPath: string, mutate: (nb: Notebook, relPath: string) => R, owe?: { cellId: string; outputs: OwedOutputs }): Promise<UpdateResult<R>> {
     const res = await this.resolve(userPath);
     return this.exclusive(res.real, async () => {
       let externalChange = false;
@@ -301,10 +332,18 @@ export class NotebookStore {
         const work = cloneJson(entry.notebook);
         // An upgraded notebook already differs from the disk in memory (new ids); that alone is no reason to write.
         const before = entry.upgraded ? serializeNotebook(work) : undefined;
+        // Outputs owed by an earlier failed save go in first, so that this edit (newer) has the last word.
+        const owed = this.owed.get(res.real);
+        for (const [cellId, outputs] of owed ?? []) {
+          const cell = work.cells.find((c) => c.id === cellId);
+          if (cell?.cell_type === 'code') putOutputs(cell, outputs);
+        }
         const result = mutate(work, res.relative);
         const text = serializeNotebook(work);
         const hash = sha256(text);
         if (text === before || hash === entry.hash) {
+          // Owed outputs that change nothing are already on disk.
+          if (owed) this.owed.delete(res.real);
           return { result, externalChange, saved: false, version: versionOf(entry.hash), path: res.relative };
         }
         // Someone may have saved while we worked: then start over from their version rather than overwrite it.
@@ -315,7 +354,20 @@ export class NotebookStore {
             `${res.relative} kept changing on disk while this edit was being saved, so it was not saved; try the edit again`,
           );
         }
-        const written = await this.write(res, text, entry.mode, false);
+        const written = await this.write(res, text, entry.mode, false).catch((e: unknown) => {
+          if (!(e instanceof NotebookIoError) || e.writeError === undefined) throw e;
+          const earlier = owed?.size ?? 0;
+          if (owe) {
+            const forFile = owed ?? new Map<string, OwedOutputs>();
+            forFile.set(owe.cellId, owe.outputs);
+            this.owed.set(res.real, forFile);
+            e.message += ` The outputs of execution ${owe.outputs.provenance.executionId} are kept (get_execution shows them) and go into the notebook with its next save.`;
+          } else if (earlier > 0) {
+            e.message += ` The outputs of ${earlier} earlier execution(s) that could not be saved either are kept and go in with the next save.`;
+          }
+          throw e;
+        });
+        if (owed) this.owed.delete(res.real);
         this.remember(res.real, { notebook: work, hash, ...written, upgraded: false, upgrades: [] });
         return { result, externalChange, saved: true, version: versionOf(hash), path: res.relative };
       }
@@ -444,23 +496,21 @@ export class NotebookStore {
     executionCount: number | null,
     provenance: ExecutionProvenance,
   ): Promise<UpdateInfo & { index: number }> {
-    const r = await this.update(userPath, (nb, rel) => {
-      const { cell, index } = locateCell(nb, { cellId }, rel);
-      if (cell.cell_type !== 'code') {
-        throw new InvalidEditError(
-          `cell '${cellId}' in ${rel} is now a ${cell.cell_type} cell, so the outputs of execution ${provenance.executionId} were not written into it`,
-        );
-      }
-      cell.outputs = outputs.map((o) => outputToDiskForm(cleanOutput(o)));
-      cell.execution_count = executionCount;
-      const record: JsonObject = {
-        execution_id: provenance.executionId,
-        finished_at: provenance.finishedAt,
-        source_sha256: provenance.sourceSha256,
-      };
-      cell.metadata['mcp_jupyter'] = record;
-      return { index };
-    });
+    const owed: OwedOutputs = { outputs: [...outputs], executionCount, provenance };
+    const r = await this.edit(
+      userPath,
+      (nb, rel) => {
+        const { cell, index } = locateCell(nb, { cellId }, rel);
+        if (cell.cell_type !== 'code') {
+          throw new InvalidEditError(
+            `cell '${cellId}' in ${rel} is now a ${cell.cell_type} cell, so the outputs of execution ${provenance.executionId} were not written into it`,
+          );
+        }
+        putOutputs(cell, owed);
+        return { index };
+      },
+      { cellId, outputs: owed },
+    );
     return { ...info(r), ...r.result };
   }
 
@@ -623,7 +673,12 @@ export class NotebookStore {
 
   private async write(res: ResolvedPath, text: string, mode: number | undefined, exclusive: boolean): Promise<Written> {
     const written = await this.writeFile(res, text, mode, exclusive);
-    this.onSaved?.(res.relative);
+    try {
+      this.onSaved?.(res.relative);
+    } catch {
+      // The file is saved. What the hook does afterwards (renewing asset leases in a full state directory) must not
+      // make the save look failed: the caller would be told a lie and this store would forget the new version.
+    }
     return written;
   }
 
@@ -631,8 +686,20 @@ export class NotebookStore {
     try {
       return await atomicWrite(res.real, text, mode, exclusive);
     } catch (e) {
-      if (exclusive && errno(e) === 'EEXIST') throw new NotebookExistsError(res.relative);
-      throw new NotebookIoError(`could not save ${res.relative} (${errno(e) ?? String(e)}); the file on disk was left as it was`);
+      const code = errno(e);
+      if (exclusive && code === 'EEXIST') throw new NotebookExistsError(res.relative);
+      const kept = exclusive ? 'nothing was created' : 'the file on disk was left as it was (its previous version)';
+      const error = new NotebookIoError(
+        code === 'ENOSPC' || code === 'EDQUOT'
+          ? `could not save ${res.relative}: the disk holding it is full (${code}), so ${kept}. Free some space there and try again.`
+          : code === 'EROFS'
+            ? `could not save ${res.relative}: it is on a read-only file system (EROFS), so ${kept}. Make it writable and try again.`
+            : code === 'EACCES' || code === 'EPERM'
+              ? `could not save ${res.relative}: permission denied (${code}) writing in its folder, so ${kept}. Check the folder's permissions.`
+              : `could not save ${res.relative} (${code ?? String(e)}); ${kept}`,
+      );
+      error.writeError = code ?? 'unknown';
+      throw error;
     }
   }
 

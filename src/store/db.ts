@@ -1,6 +1,6 @@
 // Opens the SQLite journal (WAL), applies pragmas and runs schema migrations in order.
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { MIGRATIONS } from './migrations.js';
 
@@ -24,13 +24,32 @@ export function openDatabase(file: string, options: { durableCommits?: boolean }
     db = new Database(file);
     db.pragma('journal_mode = WAL');
   } catch (error) {
-    throw new StateDirError(`cannot open the state database ${file}: ${(error as Error).message}. Check that the state directory is writable (or pass --state-dir).`);
+    throw new StateDirError(`cannot open the state database ${file}: ${(error as Error).message}. ${whatToDo(dirname(file))}`);
   }
   db.pragma(`synchronous = ${options.durableCommits ? 'FULL' : 'NORMAL'}`);
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
-  migrate(db);
+  try {
+    migrate(db);
+  } catch (error) {
+    db.close();
+    if (error instanceof StateDirError) throw error;
+    throw new StateDirError(`cannot prepare the state database ${file}: ${(error as Error).message}. ${whatToDo(dirname(file))}`);
+  }
   return db;
+}
+
+/**
+ * SQLite reports a full disk met while opening (the WAL index cannot be sized) as a mere "disk I/O error": the
+ * file system says which it is.
+ */
+function whatToDo(stateDir: string): string {
+  try {
+    if (statfsSync(stateDir).bavail === 0) return `The disk holding the state directory ${stateDir} is full: free some space there (or pass another --state-dir) and start again.`;
+  } catch {
+    // No answer from the file system: fall back to the general advice.
+  }
+  return 'Check that the state directory is writable (or pass --state-dir).';
 }
 
 function migrate(db: Db): void {
