@@ -458,6 +458,17 @@ export class Engine {
       }
       tasks.push(kernel.recover({ stored, running: runningExecution, pending: pendingExecutions, resumeOnNewKernel: options.resumeOnNewKernel }));
     }
+    // Kernels started but never journaled (or superseded) by the dead process have no owner now: stop them.
+    const recorded = new Set([...notebooks].map((notebookPath) => kernelRows.filter((row) => row.notebookPath === notebookPath).at(-1)?.stored.id).filter((id): id is string => id !== undefined));
+    const reaping = this.options.provider.reapUnrecorded?.(recorded);
+    if (reaping) {
+      tasks.push(
+        reaping.then(
+          (count) => void (count > 0 && this.log('warn', 'stopped kernel processes that the previous server started but never recorded', { count })),
+          (error: Error) => this.log('warn', 'could not look for unrecorded kernel processes', { error: error.message }),
+        ),
+      );
+    }
     this.log('info', 'recovering', { notebooks: notebooks.size, running, pending, kernels: kernelRows.length });
     return { notebooks: notebooks.size, running, pending, kernels: kernelRows.length, done: Promise.all(tasks).then(() => undefined) };
   }

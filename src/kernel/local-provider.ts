@@ -2,12 +2,12 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { chmod, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import path from 'node:path';
 import { discoverKernelspecs, findKernelspec } from './kernelspecs.js';
-import { LocalKernelSession, START_TIMEOUT_MS, appendLog, isProcessAlive, logTail, processStartTime, type KernelProcess } from './session.js';
+import { LocalKernelSession, START_TIMEOUT_MS, appendLog, isProcessAlive, logTail, processStartTime, signalGroup, type KernelProcess } from './session.js';
 import type { ConnectionInfo, KernelProvider, KernelSpec, StartOptions, StoredKernel } from './types.js';
 
 export interface LocalKernelProviderOptions {
@@ -128,6 +128,29 @@ export class LocalKernelProvider implements KernelProvider {
       await session.detach();
       return null;
     }
+  }
+
+  /**
+   * A connection file is written before its kernel is launched and removed when it is shut down, so one that no
+   * journal row names and that predates this process is the trace of a kernel a dead server never recorded. The
+   * processes started on it are killed (it never ran user code: that waits for the record) and the file goes.
+   */
+  async reapUnrecorded(recordedIds: ReadonlySet<string>): Promise<number> {
+    const dir = this.options.runtimeDir;
+    const bornAt = performance.timeOrigin;
+    const orphans: string[] = [];
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const id = /^kernel-(.+)\.json$/.exec(name)?.[1];
+      if (id === undefined || recordedIds.has(id)) continue;
+      const info = await stat(path.join(dir, name)).catch(() => undefined);
+      // Newer files are kernels this process is starting right now.
+      if (info && info.mtimeMs < bornAt) orphans.push(path.join(dir, name));
+    }
+    if (orphans.length === 0) return 0;
+    let killed = 0;
+    for (const pid of processesNaming(orphans)) if (signalGroup(pid, 'SIGKILL')) killed += 1;
+    await Promise.all(orphans.map((file) => rm(file, { force: true })));
+    return killed;
   }
 
   /**
@@ -274,4 +297,26 @@ function isConnectionInfo(value: unknown): value is ConnectionInfo {
     typeof v['signature_scheme'] === 'string' &&
     ports.every((port) => typeof v[port] === 'number')
   );
+}
+
+/** Processes whose command line has one of `files` as an argument (Linux: /proc; elsewhere nothing is found). */
+function processesNaming(files: readonly string[]): number[] {
+  const wanted = new Set(files);
+  const pids: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return pids;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv.some((arg) => [...wanted].some((file) => arg.includes(file)))) pids.push(Number(entry));
+    } catch {
+      // Gone meanwhile, or not ours to read.
+    }
+  }
+  return pids;
 }

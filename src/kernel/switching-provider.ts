@@ -21,6 +21,12 @@ export class SwitchingProvider implements KernelProvider {
     return this.primary.start(options);
   }
 
+  async reapUnrecorded(recordedIds: ReadonlySet<string>): Promise<number> {
+    let reaped = 0;
+    for (const provider of [this.primary, ...this.previous]) reaped += (await provider.reapUnrecorded?.(recordedIds)) ?? 0;
+    return reaped;
+  }
+
   /** A kernel keeps running where it was started until it is shut down; then its notebook's next kernel starts here. */
   attach(stored: StoredKernel): Promise<KernelSession | null> {
     if (stored.provider === this.primary.kind) return this.primary.attach(stored);

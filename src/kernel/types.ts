@@ -142,4 +142,9 @@ export interface KernelProvider {
   start(options: StartOptions): Promise<KernelSession>;
   /** Re-attaches to a kernel found in the journal; resolves null if it is gone (or is not the same kernel). */
   attach(stored: StoredKernel): Promise<KernelSession | null>;
+  /**
+   * Stops kernels an earlier server process launched but never journaled (it died while they started), or whose
+   * rows were superseded; `recordedIds` are the kernels the journal still counts as live. Resolves how many.
+   */
+  reapUnrecorded?(recordedIds: ReadonlySet<string>): Promise<number>;
 }
