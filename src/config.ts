@@ -29,6 +29,8 @@ export interface Config {
   interruptGraceS: number;
   /** Unfinished executions (running + waiting) one kernel accepts; past it submissions are refused. */
   queueLimit: number;
+  /** HTTP: an MCP session with no request in flight and no open SSE stream for this long is closed (seconds). */
+  sessionIdleS: number;
   /** Replace secrets (API keys, tokens, private keys) in tool results with markers; the notebook keeps the original. */
   redact: boolean;
 }
@@ -115,6 +117,7 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     restartWindowS: positiveNumber('MCP_JUPYTER_RESTART_WINDOW_S', env.MCP_JUPYTER_RESTART_WINDOW_S, 300),
     interruptGraceS: positiveNumber('MCP_JUPYTER_INTERRUPT_GRACE_S', env.MCP_JUPYTER_INTERRUPT_GRACE_S, 10),
     queueLimit: positiveInt('MCP_JUPYTER_QUEUE_LIMIT', env.MCP_JUPYTER_QUEUE_LIMIT, 1000),
+    sessionIdleS: positiveNumber('MCP_JUPYTER_SESSION_IDLE_S', env.MCP_JUPYTER_SESSION_IDLE_S, 1800),
     // Over HTTP the agent (and whatever proxies sit in between) may be remote; over stdio it is the user's own client.
     redact: input.redact ?? onOff('MCP_JUPYTER_REDACT', env.MCP_JUPYTER_REDACT, http !== null),
   };

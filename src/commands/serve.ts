@@ -131,6 +131,7 @@ export async function serve(argv: string[]): Promise<number> {
       port: config.http.port,
       token,
       log,
+      sessionIdleMs: config.sessionIdleS * 1000,
       ...(values['allowed-host'] ? { allowedHosts: values['allowed-host'] } : {}),
       ...(values['allowed-origin'] ? { allowedOrigins: values['allowed-origin'] } : {}),
       ...(root ? { staticDir: join(root, 'web') } : {}),

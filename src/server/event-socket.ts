@@ -6,6 +6,7 @@ import type { Execution } from '../engine/execution.js';
 import type { Logger } from '../log.js';
 import { TERMINAL_STATES } from '../store/executions.js';
 import type { EventBus } from './events.js';
+import { redactOutput, redactText } from './redact.js';
 import { VERSION } from './version.js';
 import type { Workspace } from './workspace.js';
 
@@ -34,21 +35,28 @@ const MAX_CODE_CHARS = 20_000;
 
 interface Budget {
   left: number;
+  /** Replace secrets in code and outputs, as the live events that follow do. */
+  redact: boolean;
 }
 
-function within(outputs: unknown[], budget: Budget): { outputs: unknown[] } | { outputs_omitted: true } {
+function within(raw: unknown[], budget: Budget): { outputs: unknown[] } | { outputs_omitted: true } {
+  // Outputs already over the budget are left out before paying for their redaction.
+  if (budget.redact && JSON.stringify(raw).length > budget.left) return { outputs_omitted: true };
+  const outputs = budget.redact ? raw.map((output) => redactOutput(output)) : raw;
   const size = JSON.stringify(outputs).length;
   if (size > budget.left) return { outputs_omitted: true };
   budget.left -= size;
   return { outputs };
 }
 
-function codeFields(code: string): { code: string; code_truncated?: true } {
-  return code.length > MAX_CODE_CHARS ? { code: code.slice(0, MAX_CODE_CHARS), code_truncated: true } : { code };
+function codeFields(code: string, budget: Budget): { code: string; code_truncated?: true } {
+  const fields: { code: string; code_truncated?: true } = code.length > MAX_CODE_CHARS ? { code: code.slice(0, MAX_CODE_CHARS), code_truncated: true } : { code };
+  if (budget.redact) fields.code = redactText(fields.code);
+  return fields;
 }
 
-function queuedEntry(execution: Execution, position: number): Record<string, unknown> {
-  return { execution_id: execution.id, cell_id: execution.row.cellId, kind: execution.row.kind, ...codeFields(execution.row.code), position };
+function queuedEntry(execution: Execution, position: number, budget: Budget): Record<string, unknown> {
+  return { execution_id: execution.id, cell_id: execution.row.cellId, kind: execution.row.kind, ...codeFields(execution.row.code, budget), position };
 }
 
 /**
@@ -57,7 +65,7 @@ function queuedEntry(execution: Execution, position: number): Record<string, unk
  * synchronously, in the same tick the client joins the bus, so the events that follow continue exactly from it.
  */
 export function helloSnapshot(workspace: Workspace, notebook: string | null): Record<string, unknown> {
-  const budget: Budget = { left: HELLO_OUTPUT_BUDGET };
+  const budget: Budget = { left: HELLO_OUTPUT_BUDGET, redact: workspace.config.redact };
   const notebooks: Record<string, unknown>[] = [];
   const kernels: Record<string, unknown>[] = [];
   for (const kernel of workspace.engine.kernels()) {
@@ -80,14 +88,14 @@ export function helloSnapshot(workspace: Workspace, notebook: string | null): Re
             execution_id: running.id,
             cell_id: running.row.cellId,
             kind: running.row.kind,
-            ...codeFields(running.row.code),
+            ...codeFields(running.row.code, budget),
             state: running.state,
             started_at: running.startedAt !== null ? new Date(running.startedAt).toISOString() : null,
             execution_count: running.executionCount,
             ...within(running.snapshot().outputs, budget),
           }
         : null,
-      queued: kernel.pending().map((execution, index) => queuedEntry(execution, index + offset)),
+      queued: kernel.pending().map((execution, index) => queuedEntry(execution, index + offset, budget)),
     });
   }
   const recent = workspace.engine
@@ -99,10 +107,10 @@ export function helloSnapshot(workspace: Workspace, notebook: string | null): Re
       notebook_path: row.notebookPath,
       cell_id: row.cellId,
       kind: row.kind,
-      ...codeFields(row.code),
+      ...codeFields(row.code, budget),
       state: row.state,
       execution_count: row.executionCount,
-      status_text: row.statusText,
+      status_text: row.statusText !== null && budget.redact ? redactText(row.statusText) : row.statusText,
       duration_ms: row.startedAt !== null && row.finishedAt !== null ? row.finishedAt - row.startedAt : null,
       finished_at: row.finishedAt !== null ? new Date(row.finishedAt).toISOString() : null,
       ...within(workspace.engine.journal.outputs(row.id), budget),
@@ -123,6 +131,8 @@ export function createEventSocket(options: EventSocketOptions): EventSocketHandl
   const alive = new WeakMap<WebSocket, boolean>();
   let closing = false;
   workspace.eventClientCount = () => bus.clientCount;
+  // What goes out on /events is what an HTTP client can read, so it follows the same rule as tool results.
+  bus.redact = workspace.config.redact;
 
   const heartbeat = setInterval(() => {
     for (const ws of wss.clients) {

@@ -1,6 +1,7 @@
 // The live event bus: one publisher, and per client a bounded, ordered send queue paced by the socket's own drain.
 import type { Engine } from '../engine/engine.js';
 import { metricsRegistry, type Counter, type Gauge, type Registry } from './metrics.js';
+import { redactOutput, redactText } from './redact.js';
 
 /** The fields of each event type on `/events` (besides `type`, `seq` and `time`). */
 export interface LiveEventFields {
@@ -47,6 +48,8 @@ export interface EventBusOptions {
   highWaterBytes?: number;
   /** Where the dropped-event and slow-close counters go (default: the process-wide registry). */
   registry?: Registry;
+  /** Replace secrets in what clients are sent, as tool results do (in-process listeners get the events as they are). */
+  redact?: boolean;
 }
 
 export interface EventBusStats {
@@ -127,7 +130,7 @@ export class EventClient {
     private readonly socket: EventSocket,
     readonly notebook: string | null,
     hello: Record<string, unknown> | null,
-    private readonly limits: Required<Omit<EventBusOptions, 'registry'>>,
+    private readonly limits: Required<Omit<EventBusOptions, 'registry' | 'redact'>>,
   ) {
     this.hello = hello ? JSON.stringify({ type: 'hello', seq: 1, time: new Date().toISOString(), ...hello }) : null;
     if (this.hello) this.schedule();
@@ -236,17 +239,33 @@ export class EventClient {
   };
 }
 
+/** Fields of live events that carry code or output text (the rest are ids, paths, states and numbers). */
+const TEXT_FIELDS = new Set(['code', 'status_text', 'detail']);
+
+/** A copy of an event's fields with secrets replaced in its code, output and messages. */
+export function redactEventFields<T extends object>(fields: T): T {
+  const copy = { ...fields } as Record<string, unknown>;
+  for (const [key, value] of Object.entries(copy)) {
+    if (key === 'content') copy[key] = redactOutput(value);
+    else if (TEXT_FIELDS.has(key) && typeof value === 'string') copy[key] = redactText(value);
+  }
+  return copy as T;
+}
+
 export class EventBus {
+  /** Replace secrets in what is sent to clients (the HTTP server turns it on when the workspace redacts). */
+  redact: boolean;
   private readonly everyone = new Set<EventClient>();
   private readonly byNotebook = new Map<string, Set<EventClient>>();
   private readonly listeners = new Set<(event: LiveEvent) => void>();
-  private readonly limits: Required<Omit<EventBusOptions, 'registry'>>;
+  private readonly limits: Required<Omit<EventBusOptions, 'registry' | 'redact'>>;
   private readonly counters: EventBusStats = { clients: 0, published: 0, dropped: 0, gaps: 0, closedSlow: 0, peakQueuedBytes: 0 };
   private readonly droppedCounter: Counter;
   private readonly closedSlowCounter: Counter;
   private readonly peakGauge: Gauge;
 
   constructor(options: EventBusOptions = {}) {
+    this.redact = options.redact ?? false;
     this.limits = {
       maxQueuedEvents: options.maxQueuedEvents ?? 10_000,
       maxQueuedBytes: options.maxQueuedBytes ?? 8 * 1024 * 1024,
@@ -306,8 +325,8 @@ export class EventBus {
     }
     const watchers = this.byNotebook.get(fields.notebook_path);
     if (this.everyone.size === 0 && !watchers) return;
-    // Serialised once; each client only splices in its own seq when it sends.
-    const body = JSON.stringify(fields);
+    // Serialised (and redacted) once; each client only splices in its own seq when it sends.
+    const body = JSON.stringify(this.redact ? redactEventFields(fields) : fields);
     const head = `{"type":${JSON.stringify(type)}`;
     const tail = `,"time":"${new Date().toISOString()}"${body.length > 2 ? `,${body.slice(1)}` : '}'}`;
     const event: Serialized = { head, tail, bytes: Buffer.byteLength(head) + Buffer.byteLength(tail) + 16 };

@@ -90,9 +90,11 @@ export async function executionResult(workspace: Workspace, snapshot: Snapshot, 
 /**
  * Waits for an execution to finish, to ask for input, or for `timeoutMs` — whichever comes first. Sends MCP
  * progress notifications as it starts and produces output (when the client gave a progress token), and an MCP
- * cancellation of the call cancels the execution (interrupting it if it runs).
+ * cancellation of the call cancels the execution (interrupting it if it runs). Answers the snapshots of the
+ * executions seen finished, so callers need not read them again (a finished execution no longer changes).
  */
-export async function waitForExecution(workspace: Workspace, ids: string[], timeoutMs: number, extra: ToolExtra): Promise<void> {
+export async function waitForExecution(workspace: Workspace, ids: string[], timeoutMs: number, extra: ToolExtra): Promise<Map<string, Snapshot>> {
+  const ended = new Map<string, Snapshot>();
   const engine = workspace.engine;
   const watched = new Set(ids);
   const progressToken = extra._meta?.progressToken;
@@ -153,12 +155,14 @@ export async function waitForExecution(workspace: Workspace, ids: string[], time
     for (const id of ids) {
       const left = deadline - Date.now();
       if (left <= 0 || extra.signal.aborted || prompting) break;
-      const waited = engine.wait(id, left, extra.signal).then(() => 'done' as const);
+      const waited = engine.wait(id, left, extra.signal);
       const outcome = await Promise.race([waited, inputRequested.then(() => 'input' as const)]);
       if (outcome === 'input') break;
+      if (outcome.finishedAt !== null) ended.set(id, outcome);
     }
   } finally {
     extra.signal.removeEventListener('abort', onAbort);
     for (const off of offs) off();
   }
+  return ended;
 }

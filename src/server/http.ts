@@ -38,6 +38,12 @@ export interface HttpServerOptions {
   /** Where request counters and latencies go (default: the process-wide registry). */
   registry?: Registry;
   maxBodyBytes?: number;
+  /**
+   * How long an MCP session may sit with no request in flight and no open GET (SSE) stream before it is closed
+   * (default: MCP_JUPYTER_SESSION_IDLE_S, else 1800 s). A client that crashed, or closed without DELETE, leaves
+   * such a session behind; a later request with its id gets 404 "session not found" and must re-initialize.
+   */
+  sessionIdleMs?: number;
 }
 
 export interface HttpServerHandle {
@@ -51,6 +57,28 @@ export interface HttpServerHandle {
 interface Session {
   transport: StreamableHTTPServerTransport;
   server: McpServer;
+  /** Open requests of this session (POSTs being answered, GET streams): it never expires while one is open. */
+  open: number;
+  /** Armed while nothing is open; closes the session when it fires. */
+  idleTimer: NodeJS.Timeout | undefined;
+}
+
+export const DEFAULT_SESSION_IDLE_S = 1800;
+/** setTimeout's ceiling (about 24.8 days): a longer delay would fire at once. */
+const MAX_SESSION_IDLE_S = Math.floor(2 ** 31 / 1000) - 1;
+
+/**
+ * MCP_JUPYTER_SESSION_IDLE_S in milliseconds. Read here until src/config.ts carries it (then serve passes
+ * `sessionIdleMs` from the config and this is only the fallback for other callers).
+ */
+export function sessionIdleMsFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.MCP_JUPYTER_SESSION_IDLE_S;
+  if (raw === undefined || raw.trim() === '') return DEFAULT_SESSION_IDLE_S * 1000;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0 || value > MAX_SESSION_IDLE_S) {
+    throw new Error(`MCP_JUPYTER_SESSION_IDLE_S must be a positive number of seconds (at most ${MAX_SESSION_IDLE_S}), got '${raw}'`);
+  }
+  return value * 1000;
 }
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -178,7 +206,31 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const metrics = httpMetrics(registry);
   const staticRoot = options.staticDir ? staticFolder(options.staticDir) : null;
   const sessions = new Map<string, Session>();
+  const idleMs = options.sessionIdleMs ?? sessionIdleMsFromEnv();
+  if (!(idleMs > 0) || idleMs > MAX_SESSION_IDLE_S * 1000) throw new Error(`sessionIdleMs must be between 1 and ${MAX_SESSION_IDLE_S * 1000}, got ${idleMs}`);
   let closing = false;
+
+  /** Counts `res` as open on the session until it closes; the idle clock runs only while nothing is open. */
+  function track(id: string, session: Session, res: ServerResponse): void {
+    session.open += 1;
+    clearTimeout(session.idleTimer);
+    session.idleTimer = undefined;
+    res.once('close', () => {
+      session.open -= 1;
+      if (session.open > 0 || closing || sessions.get(id) !== session) return;
+      session.idleTimer = setTimeout(() => expire(id, session), idleMs);
+      // Expiry is housekeeping: it must not keep the process alive.
+      session.idleTimer.unref();
+    });
+  }
+
+  function expire(id: string, session: Session): void {
+    if (session.open > 0 || sessions.get(id) !== session) return;
+    sessions.delete(id);
+    log('info', 'MCP session expired', { session: id, idle_s: idleMs / 1000, sessions: sessions.size });
+    // Closing ends the session's subscriptions and listeners; its executions go on in the engine.
+    void session.server.close().catch((error: unknown) => log('warn', 'closing an expired MCP session failed', { session: id, error: String(error) }));
+  }
   // Filled in once the port is known.
   let policy: GuardPolicy = { token: options.token, allowedHosts: new Set(), allowedOrigins: new Set() };
 
@@ -203,6 +255,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     }
     const sessionId = header(req, 'mcp-session-id');
     const session = sessionId ? sessions.get(sessionId) : undefined;
+    // Counted from the start: a slow upload must not let the session expire under it.
+    if (sessionId && session) track(sessionId, session, res);
 
     let body: unknown;
     if (method === 'POST') {
@@ -236,7 +290,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         res,
         404,
         -32001,
-        `Session not found: '${sessionId}' was closed or the server restarted. Re-initialize: send an initialize request without the mcp-session-id header.`,
+        `Session not found: '${sessionId}' was closed, expired after ${idleMs / 1000} s with no request and no open stream, or the server restarted. Re-initialize: send an initialize request without the mcp-session-id header.`,
       );
       return;
     }
@@ -258,13 +312,20 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
           void server.close();
           return;
         }
-        sessions.set(id, { transport, server });
+        const session: Session = { transport, server, open: 0, idleTimer: undefined };
+        sessions.set(id, session);
+        // The initialize request itself is the session's first open request.
+        track(id, session, res);
         log('info', 'MCP session opened', { session: id, sessions: sessions.size });
       },
     });
     transport.onclose = () => {
       const id = transport.sessionId;
-      if (id && sessions.delete(id)) log('info', 'MCP session closed', { session: id, sessions: sessions.size });
+      const session = id ? sessions.get(id) : undefined;
+      if (!id || !session || session.transport !== transport) return;
+      clearTimeout(session.idleTimer);
+      sessions.delete(id);
+      log('info', 'MCP session closed', { session: id, sessions: sessions.size });
     };
     await server.connect(transport);
     await transport.handleRequest(req, res, body);
@@ -279,13 +340,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 
   function handleHealth(res: ServerResponse): void {
     try {
-      const status = workspace.status();
-      sendJson(res, 200, {
-        status: 'ok',
-        version: status.version,
-        uptime_s: status.uptimeS,
-        kernels: status.kernels.filter((kernel) => kernel.kernelId !== null).length,
-      });
+      const health = workspace.health();
+      sendJson(res, 200, { status: 'ok', version: health.version, uptime_s: health.uptimeS, kernels: health.liveKernels });
     } catch (error) {
       sendJson(res, 503, { status: 'unavailable', reason: `the workspace database cannot be queried: ${(error as Error).message}` });
     }
@@ -411,7 +467,11 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const server: Server = createNodeServer({
     // A client that dribbles its headers or body is cut off instead of holding a socket forever.
     headersTimeout: 20_000,
-    requestTimeout: 120_000,
+    // Headers and body of one request (at most MAX_BODY_BYTES). An SSE GET is complete once its headers are in,
+    // and a POST's streamed answer comes after its body: neither is cut by this.
+    requestTimeout: 30_000,
+    // How often Node enforces both: its default (30 s) lets a slow client live up to twice as long.
+    connectionsCheckingInterval: 1_000,
   });
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch((error: unknown) => {
@@ -447,6 +507,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       closed ??= (async () => {
         closing = true;
         const stopped = new Promise<void>((resolveClose) => server.close(() => resolveClose()));
+        for (const session of sessions.values()) clearTimeout(session.idleTimer);
         await Promise.allSettled([...sessions.values()].map((session) => session.server.close()));
         sessions.clear();
         // Open SSE streams and idle keep-alive sockets would otherwise hold close() open.

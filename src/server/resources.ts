@@ -3,6 +3,7 @@ import { ResourceTemplate, type McpServer } from '@modelcontextprotocol/sdk/serv
 import { ErrorCode, McpError, SubscribeRequestSchema, UnsubscribeRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { serializeNotebook } from '../notebook/nbformat.js';
 import { NotebookNotFoundError } from '../notebook/notebooks.js';
+import { redactNotebookInPlace } from './redact.js';
 import type { Workspace } from './workspace.js';
 
 export const NOTEBOOK_URI_PREFIX = 'notebook://';
@@ -59,7 +60,8 @@ export function registerNotebookResources(server: McpServer, workspace: Workspac
     }),
     {
       title: 'Notebook',
-      description: 'A Jupyter notebook of the workspace as nbformat JSON, as it is on disk. Subscribe to be told when it changes.',
+      description:
+        'A Jupyter notebook of the workspace as nbformat JSON, as it is on disk (with secrets in sources and outputs redacted when the server redacts tool results). Subscribe to be told when it changes.',
       mimeType: NOTEBOOK_MIME,
     },
     async (uri) => {
@@ -67,7 +69,9 @@ export function registerNotebookResources(server: McpServer, workspace: Workspac
       try {
         const read = await workspace.notebooks.read(relative);
         workspace.notebookWatch.touch(read.path);
-        return { contents: [{ uri: uri.href, mimeType: NOTEBOOK_MIME, text: serializeNotebook(read.notebook) }] };
+        // `read` is a private copy: redacting it leaves the notebook (and the file) with the originals.
+        const notebook = workspace.config.redact ? redactNotebookInPlace(read.notebook) : read.notebook;
+        return { contents: [{ uri: uri.href, mimeType: NOTEBOOK_MIME, text: serializeNotebook(notebook) }] };
       } catch (error) {
         if (error instanceof NotebookNotFoundError) throw new McpError(RESOURCE_NOT_FOUND, error.message);
         throw new McpError(ErrorCode.InvalidParams, `${uri.href}: ${(error as Error).message}`);

@@ -66,8 +66,11 @@ export class Workspace {
   eventClientCount: () => number = () => 0;
   /** Set by the owner endpoint: the other server processes whose clients this process serves. */
   followerPids: () => number[] = () => [];
+  /** The cheapest question the database can answer: /health asks it to prove the journal is reachable. */
+  private readonly probe: { get(): unknown };
 
   private constructor(readonly config: Config, readonly db: Db, provider: KernelProvider, readonly log: Logger) {
+    this.probe = db.prepare('SELECT 1');
     this.engine = new Engine({
       db,
       provider,
@@ -101,6 +104,19 @@ export class Workspace {
   /** Resolves when every output write that was started has landed in its notebook. */
   settled(): Promise<void> {
     return this.outputWriter.idle();
+  }
+
+  /**
+   * What /health reports. Probes may come every second, so no journal scan (status() counts every execution by
+   * state); throws when the database cannot be queried.
+   */
+  health(): { version: string; uptimeS: number; liveKernels: number } {
+    this.probe.get();
+    return {
+      version: VERSION,
+      uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+      liveKernels: this.engine.kernels().filter((kernel) => kernel.session !== null).length,
+    };
   }
 
   status(): ServerStatus {
