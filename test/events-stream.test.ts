@@ -113,7 +113,8 @@ test('a cell run arrives as queued, started, outputs as the kernel sent them, fi
   assert.equal(changed.version, read.version, 'the event names the version read_notebook reports');
   // Our own save also shows up as a file-system event; it must not be reported a second time.
   await delay(600);
-  assert.equal(stream.events.filter((e) => e.type === 'notebook.changed').length, 1, 'one save, one notebook.changed');
+  const changes = stream.events.filter((e) => e.type === 'notebook.changed');
+  assert.equal(changes.length, 1, `one save, one notebook.changed: ${JSON.stringify(changes)}`);
   stream.seqIsContiguous();
 });
 
