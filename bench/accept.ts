@@ -37,7 +37,8 @@ export const accept: Benchmark = {
     const cleanup = new Cleanup();
     try {
       const dir = tempDir(cleanup, 'mcpj-bench-accept-');
-      const { engine, db } = openEngine(cleanup, dir, { provider: new NeverStartingProvider() });
+      // Everything goes to one notebook's queue, which must hold it all: this measures accepting, not refusing.
+      const { engine, db } = openEngine(cleanup, dir, { provider: new NeverStartingProvider(), queueLimit: total });
 
       const latencies: number[] = [];
       const ids = new Set<string>();

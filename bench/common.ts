@@ -124,13 +124,19 @@ export interface EngineHandle {
 }
 
 /** A real engine (real SQLite file, the given provider or real local kernels) in `dir`, closed by `cleanup`. */
-export function openEngine(cleanup: Cleanup, dir: string, options: { provider?: KernelProvider; outputBudgetChars?: number } = {}): EngineHandle {
+export function openEngine(cleanup: Cleanup, dir: string, options: { provider?: KernelProvider; outputBudgetChars?: number; queueLimit?: number } = {}): EngineHandle {
   const stateDb = join(dir, '.mcp-jupyter', 'state.db');
   const db = openDatabase(stateDb);
   cleanup.defer('close the journal', () => db.close());
   cleanup.defer('reap leftover kernels', () => reapKernels(stateDb));
   const provider = options.provider ?? new LocalKernelProvider({ runtimeDir: join(dir, '.mcp-jupyter', 'kernels'), workspace: dir });
-  const engine = new Engine({ db, provider, workspaceRoot: dir, ...(options.outputBudgetChars ? { outputBudgetChars: options.outputBudgetChars } : {}) });
+  const engine = new Engine({
+    db,
+    provider,
+    workspaceRoot: dir,
+    ...(options.outputBudgetChars ? { outputBudgetChars: options.outputBudgetChars } : {}),
+    ...(options.queueLimit ? { queueLimit: options.queueLimit } : {}),
+  });
   cleanup.defer('shut the engine and its kernels down', () => engine.close({ kernels: 'shutdown' }));
   return { db, engine, stateDb };
 }

@@ -1,5 +1,5 @@
 // Benchmark 7: `1+1` on a remote kernel (a real Jupyter Server over WebSocket): engine vs a minimal raw WebSocket
-// client on the same kernel, next to the engine on a local kernel, all in the same run.
+// client on its own kernel of the same server (one with TCP_NODELAY), next to a default server and a local kernel.
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { RemoteKernelProvider } from '../src/kernel/remote-provider.js';
@@ -86,24 +86,58 @@ class RawWsClient {
   }
 }
 
+async function startKernelByRest(url: string, token: string): Promise<string> {
+  const response = await fetch(`${url}api/kernels`, {
+    method: 'POST',
+    headers: { Authorization: `token ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'python3' }),
+  });
+  const model = (await response.json()) as { id?: unknown };
+  if (!response.ok || typeof model.id !== 'string') throw new Error(`POST api/kernels answered ${response.status}`);
+  return model.id;
+}
+
+/** What README "Remote kernels" tells operators to put in jupyter_server_config.py: TCP_NODELAY on kernel WebSockets. */
+const NODELAY_CONFIG = [
+  'from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection',
+  '',
+  'class NoDelayConnection(ZMQChannelsWebsocketConnection):',
+  '    def connect(self):',
+  '        self.websocket_handler.set_nodelay(True)',
+  '        return super().connect()',
+  '',
+  'c.ServerApp.kernel_websocket_connection_class = NoDelayConnection',
+  '',
+].join('\n');
+
 export const remote: Benchmark = {
   name: 'remote',
-  title: 'Remote kernel on a real Jupyter Server (1+1): engine vs raw WebSocket client on the same kernel, and vs a local kernel',
+  title: 'Remote kernel on a real Jupyter Server (1+1): engine vs raw WebSocket client (TCP_NODELAY server), vs the default server, vs a local kernel',
   async run({ quick, log }) {
     const iterations = quick ? 20 : 200;
     const warmup = quick ? 3 : 20;
     const cleanup = new Cleanup();
     try {
-      const jupyter = await startJupyterServer();
-      cleanup.defer('stop the Jupyter server', () => jupyter.stop());
+      // Our overhead is measured where Nagle does not drown it: on a server with TCP_NODELAY, as README advises. With
+      // Jupyter's default, a reply waits for the client's delayed ACK (~40 ms) or not, depending on the client's
+      // recent traffic, which says nothing about the client's own work.
+      const [plain, nodelay] = await Promise.all([startJupyterServer(), startJupyterServer({ configPy: NODELAY_CONFIG })]);
+      cleanup.defer('stop the Jupyter servers', () => Promise.all([plain.stop(), nodelay.stop()]));
       const local = openEngine(cleanup, tempDir(cleanup, 'mcpj-bench-remote-local-')).engine;
-      const remoteDir = tempDir(cleanup, 'mcpj-bench-remote-');
-      const provider = new RemoteKernelProvider({ url: jupyter.url, token: jupyter.token, workspaceRoot: remoteDir });
-      const remoteEngine = openEngine(cleanup, remoteDir, { provider }).engine;
+      const engineOn = (server: typeof plain, label: string) => {
+        const dir = tempDir(cleanup, `mcpj-bench-remote-${label}-`);
+        return openEngine(cleanup, dir, { provider: new RemoteKernelProvider({ url: server.url, token: server.token, workspaceRoot: dir }) }).engine;
+      };
+      const remoteEngine = engineOn(nodelay, 'nodelay');
+      const plainEngine = engineOn(plain, 'plain');
       await runCell(local, CODE);
       await runCell(remoteEngine, CODE);
+      await runCell(plainEngine, CODE);
       const remoteSession = sessionOf(remoteEngine) as RemoteKernelSession;
-      const raw = new RawWsClient(jupyter.url, jupyter.token, remoteSession.remoteId);
+      // Its own kernel on the same server, so neither client also receives the other's iopub broadcasts.
+      const rawKernelId = await startKernelByRest(nodelay.url, nodelay.token);
+      cleanup.defer('delete the raw client kernel', () => fetch(`${nodelay.url}api/kernels/${rawKernelId}`, { method: 'DELETE', headers: { Authorization: `token ${nodelay.token}` } }));
+      const raw = new RawWsClient(nodelay.url, nodelay.token, rawKernelId);
       cleanup.defer('close the raw WebSocket client', () => raw.close());
       await raw.ready();
 
@@ -116,9 +150,10 @@ export const remote: Benchmark = {
         { name: 'local', times: [] as number[], run: () => runCell(local, CODE) },
         { name: 'remote', times: [] as number[], run: () => runCell(remoteEngine, CODE) },
         { name: 'raw', times: [] as number[], run: () => raw.execute(CODE) },
+        { name: 'plain', times: [] as number[], run: () => runCell(plainEngine, CODE) },
       ];
       for (let i = 0; i < warmup; i += 1) for (const way of ways) await way.run();
-      // Each round in a rotated order, so drift and ordering effects hit all three alike.
+      // Each round in a rotated order, so drift and ordering effects hit all of them alike.
       for (let i = 0; i < iterations; i += 1) {
         for (let k = 0; k < ways.length; k += 1) {
           const way = ways[(i + k) % ways.length]!;
@@ -129,30 +164,32 @@ export const remote: Benchmark = {
       const shown = last.outputs[0]?.['data'] as Record<string, unknown> | undefined;
       if (shown?.['text/plain'] !== '2') throw new Error(`1+1 on the remote kernel did not show 2 (outputs: ${JSON.stringify(last.outputs).slice(0, 200)})`);
 
-      const [localTimes, remoteTimes, rawTimes] = ways.map((way) => way.times) as [number[], number[], number[]];
+      const [localTimes, remoteTimes, rawTimes, plainTimes] = ways.map((way) => way.times) as [number[], number[], number[], number[]];
       const remoteMedian = median(remoteTimes);
       const rawMedian = median(rawTimes);
       const localMedian = median(localTimes);
+      const plainMedian = median(plainTimes);
       const ratio = remoteMedian / rawMedian;
       log(
-        `  ${iterations} rounds: remote engine median ${ms(remoteMedian)} p99 ${ms(percentile(remoteTimes, 99))}; raw WebSocket median ${ms(rawMedian)}; ` +
-          `local engine median ${ms(localMedian)} (protocol ${remoteSession.wireProtocol})`,
+        `  ${iterations} rounds (TCP_NODELAY server): remote engine median ${ms(remoteMedian)} p99 ${ms(percentile(remoteTimes, 99))}; raw WebSocket median ${ms(rawMedian)} ` +
+          `p99 ${ms(percentile(rawTimes, 99))}; default server: remote engine median ${ms(plainMedian)}; local engine median ${ms(localMedian)} (protocol ${remoteSession.wireProtocol})`,
       );
       return {
         line:
           `remote: engine/raw-ws median ${ratio.toFixed(3)} (target < ${TARGET_RATIO}: ${ratio < TARGET_RATIO ? 'PASS' : 'MISS'}), ` +
-          `remote ${ms(remoteMedian)} vs local ${ms(localMedian)} (the server's kernel WebSocket leaves Nagle on: see README "Remote kernels")`,
+          `remote ${ms(remoteMedian)} vs local ${ms(localMedian)}; ${ms(plainMedian)} on a server that leaves Nagle on (see README "Remote kernels")`,
         rows: [
           {
-            figure: '1+1 median, remote engine',
+            figure: '1+1 median, remote engine (TCP_NODELAY server)',
             value: remoteMedian,
             unit: 'ms',
             baseline: { label: 'raw WebSocket client', value: rawMedian },
             ratio,
             target: { text: `ratio < ${TARGET_RATIO}`, pass: ratio < TARGET_RATIO },
           },
-          { figure: '1+1 median, remote vs local engine', value: remoteMedian, unit: 'ms', baseline: { label: 'local kernel', value: localMedian }, ratio: remoteMedian / localMedian },
-          { figure: '1+1 p99, remote engine', value: percentile(remoteTimes, 99), unit: 'ms', baseline: { label: 'raw WebSocket client', value: percentile(rawTimes, 99) }, ratio: percentile(remoteTimes, 99) / percentile(rawTimes, 99) },
+          { figure: '1+1 p99, remote engine (TCP_NODELAY server)', value: percentile(remoteTimes, 99), unit: 'ms', baseline: { label: 'raw WebSocket client', value: percentile(rawTimes, 99) }, ratio: percentile(remoteTimes, 99) / percentile(rawTimes, 99) },
+          { figure: '1+1 median, remote engine vs local engine', value: remoteMedian, unit: 'ms', baseline: { label: 'local kernel', value: localMedian }, ratio: remoteMedian / localMedian },
+          { figure: '1+1 median, remote engine on a default server (Nagle on)', value: plainMedian, unit: 'ms', baseline: { label: 'TCP_NODELAY server', value: remoteMedian }, ratio: plainMedian / remoteMedian },
         ],
         details: {
           iterations,
@@ -160,6 +197,7 @@ export const remote: Benchmark = {
           protocol: remoteSession.wireProtocol,
           remote: { medianMs: round(remoteMedian), p99Ms: round(percentile(remoteTimes, 99)), minMs: round(Math.min(...remoteTimes)) },
           raw: { medianMs: round(rawMedian), p99Ms: round(percentile(rawTimes, 99)), minMs: round(Math.min(...rawTimes)) },
+          plain: { medianMs: round(plainMedian), p99Ms: round(percentile(plainTimes, 99)), minMs: round(Math.min(...plainTimes)) },
           local: { medianMs: round(localMedian), p99Ms: round(percentile(localTimes, 99)), minMs: round(Math.min(...localTimes)) },
           ratio: round(ratio),
         },

@@ -238,6 +238,7 @@ test('workspace full: saves fail with a clear error, the notebook stays byte-ide
     const second = await server.ok('execute_cell', { notebook_path: 'n.ipynb', index: 0 });
     assert.equal(second.structuredContent.status, 'succeeded');
     assert.match(textOfResult(second), /run 2/);
+    assert.match(textOfResult(second), /note: the outputs could not be written into n\.ipynb when it finished \(.*full.*\); they go in with the notebook's next save/, 'the agent is told the notebook did not get them');
     assert.deepEqual(readFileSync(join(workspace, 'n.ipynb')), before, 'the notebook on disk is still the previous version, byte for byte');
     assert.deepEqual(strayTemps(workspace), [], 'no temporary file is left behind');
     const read = await server.ok('read_notebook', { notebook_path: 'n.ipynb', include_outputs: true });

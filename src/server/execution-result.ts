@@ -65,6 +65,8 @@ export async function executionResult(workspace: Workspace, snapshot: Snapshot, 
   const notes: string[] = [];
   if (snapshot.droppedChars > 0) notes.push(`note: ${snapshot.droppedChars} characters of output were dropped while it ran (the head and tail are kept)`);
   if (snapshot.outputsNote) notes.push(`note: ${snapshot.outputsNote}`);
+  const writeFailure = snapshot.kind === 'cell' ? workspace.notebookWriteFailure(snapshot.id) : undefined;
+  if (writeFailure) notes.push(`note: the outputs could not be written into ${snapshot.notebookPath} when it finished (${writeFailure}); they go in with the notebook's next save`);
   if (offset > 0) notes.push(`(outputs from index ${offset})`);
   const header = [statusLine(snapshot, options.waitedMs), ...notes].join('\n');
   // The budget bounds the whole result, so the outputs get what the status text leaves.

@@ -11,8 +11,13 @@ import type { NotebookStore } from '../notebook/notebooks.js';
  * execution, including those whose tool call stopped waiting, those of `run_all_cells`, and display updates
  * that change an already finished cell.
  */
+/** Failed notebook writes remembered for the tool results that report them. */
+const MAX_FAILURES_KEPT = 1_000;
+
 export class NotebookOutputWriter {
   private pending = new Set<Promise<void>>();
+  /** Why an execution's outputs are not in its notebook file (the latest failures; a later write that works clears it). */
+  private readonly failures = new Map<string, string>();
 
   constructor(
     private readonly engine: Engine,
@@ -26,6 +31,11 @@ export class NotebookOutputWriter {
     engine.events.on('execution.outputs_replaced', (event) => {
       if (event.cellId) this.write(event.executionId);
     });
+  }
+
+  /** Why the execution's outputs could not be written into its notebook, if they could not. */
+  failureFor(executionId: string): string | undefined {
+    return this.failures.get(executionId);
   }
 
   /** Resolves when every write started so far has finished. */
@@ -49,9 +59,13 @@ export class NotebookOutputWriter {
         finishedAt: new Date(snapshot.finishedAt ?? Date.now()).toISOString(),
         sourceSha256: snapshot.sourceSha256,
       });
+      this.failures.delete(executionId);
     } catch (error) {
       // The outputs stay in the journal (get_execution answers with them); only the notebook copy is missing.
       this.log('warn', 'could not write outputs into the notebook', { executionId, notebook: snapshot.notebookPath, cellId: snapshot.cellId, error: (error as Error).message });
+      this.failures.delete(executionId);
+      this.failures.set(executionId, (error as Error).message);
+      if (this.failures.size > MAX_FAILURES_KEPT) this.failures.delete(this.failures.keys().next().value as string);
     }
   }
 

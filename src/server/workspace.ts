@@ -106,6 +106,11 @@ export class Workspace {
     return this.outputWriter.idle();
   }
 
+  /** Why an execution's outputs are not in its notebook file, if they could not be written there. */
+  notebookWriteFailure(executionId: string): string | undefined {
+    return this.outputWriter.failureFor(executionId);
+  }
+
   /**
    * What /health reports. Probes may come every second, so no journal scan (status() counts every execution by
    * state); throws when the database cannot be queried.

@@ -1,6 +1,6 @@
 // Test fixture: a real `jupyter server` on a loopback port with a token, and a TCP proxy whose connections a test can cut.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +30,8 @@ export interface JupyterServerOptions {
   tls?: { certFile: string; keyFile: string };
   /** Extra `--Class.trait=value` arguments. */
   args?: string[];
+  /** Python for its `jupyter_server_config.py` (e.g. a kernel WebSocket connection class). */
+  configPy?: string;
 }
 
 export async function startJupyterServer(options: JupyterServerOptions = {}): Promise<JupyterServerFixture> {
@@ -52,6 +54,7 @@ export async function startJupyterServer(options: JupyterServerOptions = {}): Pr
     ...(options.args ?? []),
   ];
   for (const dir of [rootDir, runtimeDir, configDir]) mkdirSync(dir, { recursive: true });
+  if (options.configPy) writeFileSync(join(configDir, 'jupyter_server_config.py'), options.configPy);
   // Its own runtime and config dirs: nothing from the user's Jupyter setup, and its kernels are findable by path.
   const child = spawn(JUPYTER, args, {
     cwd: rootDir,
