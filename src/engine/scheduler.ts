@@ -10,6 +10,8 @@ import { Multiplexer } from './multiplexer.js';
 import { OutputFlusher } from './output-flusher.js';
 
 export const KERNEL_LOST_TEXT = 'kernel state was lost';
+/** When an interrupt is sent again to a cell still running (see watchInterrupt). */
+const INTERRUPT_RESENDS_MS = [1_000, 3_000];
 export const CANCELLED_BEFORE_RUN_TEXT = 'cancelled before it ran';
 
 /** Limits that protect a notebook's kernel from crash loops and its callers from silent hangs. */
@@ -52,6 +54,7 @@ interface InterruptWatch {
   execution: Execution;
   sentAt: number;
   timer: NodeJS.Timeout;
+  resends: NodeJS.Timeout[];
   /** Resolves when the grace period passed with the execution still running. */
   ignored: Promise<void>;
 }
@@ -617,11 +620,24 @@ export class NotebookKernel implements ExecutionHooks {
     }, graceMs);
     // A pending grace period must not keep a finished process alive.
     timer.unref();
-    this.interruptWatch = { execution, sentAt, timer, ignored };
+    // A SIGINT that lands after execute_input but before the cell's code really runs is swallowed by the kernel's
+    // own machinery (seen under CPU load: `while True: pass` then runs on). Sent again a couple of times within
+    // the grace period, it reaches the code; a cell that handles KeyboardInterrupt and goes on is rare, and one
+    // that ignores interrupts on purpose is still reported as ignored.
+    const resends = INTERRUPT_RESENDS_MS.filter((delayMs) => delayMs < graceMs).map((delayMs) => {
+      const resend = setTimeout(() => {
+        if (this.running !== execution || execution.isTerminal || !execution.executingInKernel) return;
+        this.interruptSession().catch((error: Error) => this.deps.log('warn', 'could not send the interrupt again', { error: error.message }));
+      }, delayMs);
+      resend.unref();
+      return resend;
+    });
+    this.interruptWatch = { execution, sentAt, timer, resends, ignored };
   }
 
   private clearInterruptWatch(): void {
     if (this.interruptWatch) clearTimeout(this.interruptWatch.timer);
+    for (const resend of this.interruptWatch?.resends ?? []) clearTimeout(resend);
     this.interruptWatch = null;
     this.ignoredInterrupt = null;
   }
