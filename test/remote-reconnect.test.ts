@@ -134,7 +134,9 @@ test('a kernel deleted on the server, or one the server restarted after it died,
 test('a person restarts the remote kernel elsewhere while a cell runs: that cell is lost, the kernel is not deleted, the next cell reuses it and says state was reset', { timeout: 90_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'mcpj-remote-restarted-'));
   const db = openDatabase(join(dir, '.mcp-jupyter', 'state.db'));
-  const provider = new RemoteKernelProvider({ url: jupyter.url, token: jupyter.token, workspaceRoot: dir });
+  // After the restart the server's iopub link to the new process may miss its first messages; the liveness probe
+  // (a control request while a cell runs) is then what hears of the new process.
+  const provider = new RemoteKernelProvider({ url: jupyter.url, token: jupyter.token, workspaceRoot: dir, livenessIntervalMs: 1_000 });
   const engine = new Engine({ db, provider, workspaceRoot: dir });
   const auth = { Authorization: `token ${jupyter.token}` };
   const kernelsOnServer = async (): Promise<string[]> =>

@@ -287,6 +287,15 @@ export class RemoteKernelSession extends KernelSessionBase implements KernelSess
     if (this.livenessTimer === undefined || this.restarting) return;
     if (!model) this.die(this.goneReason());
     else if (model.executionState === 'dead') this.die(`the Jupyter server at ${this.location} reports kernel ${this.remoteId} as dead`);
+    else if (this.channel.waitingOnShell && this.currentStatus !== 'dead') {
+      // A restart made elsewhere (JupyterLab's button, the REST API) leaves the server's model alive, and after it
+      // the server's iopub link to the new process can lag, so the cell we wait for may never be heard of again.
+      // A control request answers even while a cell runs; an answer from another process is the news
+      // ('kernel-changed'). Only while a request of ours is unanswered (iopub's busy/idle cannot tell: the old
+      // process says idle after the restart's shutdown_request): an idle kernel has nothing to lose, and
+      // JupyterLab would see it blink.
+      this.request('control', 'kernel_info_request', {}, this.options.livenessIntervalMs).catch(() => undefined);
+    }
   }
 
   private goneReason(): string {

@@ -662,6 +662,12 @@ export class WsChannel {
     };
   }
 
+  /** Whether a shell request of ours still waits for its reply or its idle (a cell that runs, as far as we know). */
+  get waitingOnShell(): boolean {
+    for (const request of this.outstanding.values()) if (request.channel === 'shell') return true;
+    return false;
+  }
+
   private track(message: JupyterMessage): void {
     // Only requests have a reply to wait for (comm messages on shell have none).
     if ((message.channel !== 'shell' && message.channel !== 'control') || !message.header.msg_type.endsWith('_request')) return;
