@@ -8,7 +8,7 @@ import path from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { REMOTE_START_TIMEOUT_MS, RemoteKernelSession, isKernelGone, type RemoteKernelApi, type RemoteKernelModel } from './remote-session.js';
 import type { KernelProvider, KernelSpec, StartOptions, StoredKernel } from './types.js';
-import type { WsChannelOptions, WsProtocol } from './ws-channel.js';
+import { TLS_CODES, type WsChannelOptions, type WsProtocol } from './ws-channel.js';
 
 export type RemoteLog = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
@@ -71,14 +71,6 @@ const ATTACH_TIMEOUT_MS = 30_000;
 const REUSE_READY_TIMEOUT_MS = 15_000;
 const SHUTDOWN_ATTEMPTS = 4;
 const CONNECT_HANDSHAKE_TIMEOUT_MS = 15_000;
-const TLS_CODES = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_HAS_EXPIRED',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
 
 export class RemoteKernelProvider implements KernelProvider {
   readonly kind = 'remote' as const;

@@ -724,7 +724,8 @@ function handshakeFailure(status: number, location: string | undefined, url: str
   return { kind: 'transient', message: `HTTP ${status} on the kernel WebSocket handshake` };
 }
 
-const TLS_CODES = new Set([
+/** Node's error codes for a certificate the system CAs (and --jupyter-ca) do not vouch for. */
+export const TLS_CODES: ReadonlySet<string> = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT',
   'SELF_SIGNED_CERT_IN_CHAIN',
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
