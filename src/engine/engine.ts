@@ -432,9 +432,12 @@ export class Engine {
     let running = 0;
     let pending = 0;
     const tasks: Promise<void>[] = [];
+    /** Each notebook's newest live kernel: the ones recovery re-attaches (every other kernel process is reaped). */
+    const recorded = new Set<string>();
     for (const notebookPath of notebooks) {
       const rows = kernelRows.filter((row) => row.notebookPath === notebookPath);
       const stored = rows[rows.length - 1] ?? null;
+      if (stored) recorded.add(stored.stored.id);
       // Older rows for the same notebook are kernels the previous process had already replaced.
       for (const old of rows.slice(0, -1)) this.kernelJournal.recordEnded(old.stored.id, 'superseded by a newer kernel of the same notebook');
       const kernel = this.kernelFor(notebookPath);
@@ -459,7 +462,6 @@ export class Engine {
       tasks.push(kernel.recover({ stored, running: runningExecution, pending: pendingExecutions, resumeOnNewKernel: options.resumeOnNewKernel }));
     }
     // Kernels started but never journaled (or superseded) by the dead process have no owner now: stop them.
-    const recorded = new Set([...notebooks].map((notebookPath) => kernelRows.filter((row) => row.notebookPath === notebookPath).at(-1)?.stored.id).filter((id): id is string => id !== undefined));
     const reaping = this.options.provider.reapUnrecorded?.(recorded);
     if (reaping) {
       tasks.push(
