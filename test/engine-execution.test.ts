@@ -122,8 +122,11 @@ test('interrupting `while True: pass` ends it interrupted; cancel ends a running
   assert.equal(await loopStarted, loop!.id);
   assert.equal(await fx.engine.interruptKernel('test.ipynb'), true);
   const interrupted = await fx.engine.wait(loop!.id, 30_000);
-  assert.equal(interrupted.state, 'interrupted');
-  assert.equal(interrupted.error?.ename, 'KeyboardInterrupt');
+  assert.equal(interrupted.state, 'interrupted', interrupted.statusText ?? '');
+  // Either the code got the KeyboardInterrupt, or (about 1 in 10 under CPU load) the signal landed in ipykernel's own
+  // request handling just before the code: then the kernel sends no reply, and the engine says so.
+  if (interrupted.error === null) assert.match(interrupted.statusText ?? '', /went idle without replying/);
+  else assert.equal(interrupted.error.ename, 'KeyboardInterrupt', interrupted.statusText ?? '');
 
   const sleeperStarted = started('import time\ntime.sleep(60)');
   const [sleeper] = fx.engine.submit([{ notebookPath: 'test.ipynb', code: 'import time\ntime.sleep(60)', kind: 'code', kernelName: 'python3' }]);

@@ -25,7 +25,7 @@ before(async () => {
   await createMcpServer(workspace).connect(serverSide);
   client = new Client({ name: 'hardening-test', version: '1.0.0' });
   await client.connect(clientSide);
-  for (const name of ['crash.ipynb', 'stubborn.ipynb', 'queue.ipynb', 'frozen.ipynb']) await ok('create_notebook', { notebook_path: name });
+  for (const name of ['crash.ipynb', 'stubborn.ipynb', 'queue.ipynb', 'frozen.ipynb', 'noreply.ipynb']) await ok('create_notebook', { notebook_path: name });
 });
 
 after(async () => {
@@ -165,6 +165,44 @@ test('code that ignores interrupts: the caller is told after the grace period an
   const ended = await ok('get_execution', { execution_id: id });
   assert.equal(ended.structured['status'], 'cancelled');
   assert.equal(ended.structured['interrupt_ignored'], false);
+});
+
+// Makes this real ipykernel drop chosen requests the way it does when a SIGINT lands in its own request handling
+// (before the cell's code): its dispatcher logs "KeyboardInterrupt caught in kernel" and sends no execute_reply,
+// only `idle`. A CI run hit that by chance (1 in ~150 interrupts under load); here it happens on demand.
+const DROP_REQUESTS = `
+import time
+kernel = get_ipython().kernel
+original_do_execute = kernel.do_execute
+async def do_execute(code, *args, **kwargs):
+    if code.startswith("# wait in the handler"):
+        time.sleep(30)  # an interrupt raises KeyboardInterrupt here, outside the cell's code
+    if code.startswith("# fail in the handler"):
+        raise RuntimeError("a bug in the kernel's request handling")
+    return await original_do_execute(code, *args, **kwargs)
+kernel.do_execute = do_execute
+`;
+
+test('a request the kernel drops without a reply ends interrupted (or failed), not running forever', async () => {
+  assert.equal((await ok('execute_code', { notebook_path: 'noreply.ipynb', code: DROP_REQUESTS })).structured['status'], 'succeeded');
+
+  const held = await ok('execute_code', { notebook_path: 'noreply.ipynb', code: '# wait in the handler', wait: false });
+  const id = String(held.structured['execution_id']);
+  await started(id);
+  const answer = await ok('interrupt_kernel', { notebook_path: 'noreply.ipynb' });
+  assert.equal(answer.structured['outcome'], 'stopped', answer.text);
+  const interrupted = await ok('get_execution', { execution_id: id });
+  assert.equal(interrupted.structured['status'], 'interrupted', interrupted.text);
+  assert.match(interrupted.text, /went idle without replying/);
+
+  const failed = await ok('execute_code', { notebook_path: 'noreply.ipynb', code: '# fail in the handler', timeout_s: 30 });
+  assert.equal(failed.structured['status'], 'failed', failed.text);
+  assert.match(failed.text, /went idle without replying to this request .*kernel log/);
+
+  // The kernel and its state are fine: the next cell runs at once.
+  const next = await ok('execute_code', { notebook_path: 'noreply.ipynb', code: 'print("still here", original_do_execute is not None)', timeout_s: 30 });
+  assert.equal(next.structured['status'], 'succeeded', next.text);
+  assert.match(next.text, /still here True/);
 });
 
 test('a full queue refuses quickly with the reason, and a batch that would not fit is refused whole', async () => {

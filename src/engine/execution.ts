@@ -22,6 +22,12 @@ export interface ExecutionHooks {
   displayUpdated(execution: Execution, displayId: string, content: Record<string, unknown>): void;
   /** Both `execute_reply` and iopub `idle` arrived: the execution is complete. */
   completed(execution: Execution): void;
+  /**
+   * iopub `idle` arrived and `execute_reply` has not (yet). Usually the reply is a moment behind, but ipykernel sends
+   * none when an interrupt lands in its own request handling ("KeyboardInterrupt caught in kernel"): the code never
+   * ran and, without a check, the execution would look running forever.
+   */
+  idleWithoutReply(execution: Execution): void;
 }
 
 export interface ExecutionSnapshot {
@@ -100,9 +106,10 @@ export class Execution {
     if (message.channel === 'iopub') {
       switch (type) {
         case 'status':
-          if (content.execution_state === 'idle') {
+          if (content.execution_state === 'idle' && !this.gotIdle) {
             this.gotIdle = true;
-            this.maybeComplete();
+            if (this.gotReply) this.maybeComplete();
+            else this.hooks?.idleWithoutReply(this);
           }
           return;
         case 'execute_input':
@@ -202,6 +209,11 @@ export class Execution {
     if (this.executionCount === count) return;
     this.executionCount = count;
     this.hooks?.executionCountKnown(this);
+  }
+
+  /** Whether the kernel has answered the execute_request (its outputs may still be arriving). */
+  get replied(): boolean {
+    return this.gotReply;
   }
 
   private maybeComplete(): void {

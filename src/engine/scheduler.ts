@@ -1,7 +1,7 @@
 // One notebook's kernel and its FIFO: runs the next execution when the previous one completes, driven by events only.
 import { randomUUID } from 'node:crypto';
 import { dirname } from 'node:path';
-import type { KernelProvider, KernelSession, Unsubscribe } from '../kernel/types.js';
+import type { JupyterMessage, KernelProvider, KernelSession, Unsubscribe } from '../kernel/types.js';
 import type { ExecutionJournal, ExecutionState, FinishFields, OutputChange } from '../store/executions.js';
 import type { KernelJournal, KernelRow } from '../store/kernels.js';
 import type { EngineEvents } from './events.js';
@@ -293,19 +293,33 @@ export class NotebookKernel implements ExecutionHooks {
       execution.inputRequest = null;
       void this.interrupt('interrupted');
     }
-    const fence = session.createMessage('shell', 'kernel_info_request', {});
     // iopub is ordered: the fence's `idle` comes after the running execution's own `idle` (the shell reply
     // alone could overtake it).
+    this.fence(
+      session,
+      (message) => message.channel === 'iopub' && message.header.msg_type === 'status' && message.content.execution_state === 'idle',
+      () =>
+        this.finish(
+          execution,
+          'lost',
+          'it ended while the server was down: its result and the outputs it printed meanwhile were not observed (kernel state was kept)',
+        ),
+      'recovery fence',
+    );
+  }
+
+  /**
+   * Sends a kernel_info_request on shell as a fence: the kernel handles shell requests one at a time and answers
+   * them in order, so once the fence's message picked by `passedOn` arrives, the kernel is past everything before it.
+   */
+  private fence(session: KernelSession, passedOn: (message: JupyterMessage) => boolean, passed: () => void, what: string): void {
+    const fence = session.createMessage('shell', 'kernel_info_request', {});
     this.mux.register(fence.header.msg_id, (message) => {
-      if (message.channel !== 'iopub' || message.header.msg_type !== 'status' || message.content.execution_state !== 'idle') return;
+      if (!passedOn(message)) return;
       this.mux.unregister(fence.header.msg_id);
-      this.finish(
-        execution,
-        'lost',
-        'it ended while the server was down: its result and the outputs it printed meanwhile were not observed (kernel state was kept)',
-      );
+      passed();
     });
-    session.send(fence).catch((error: Error) => this.deps.log('warn', 'recovery fence could not be sent', { error: error.message }));
+    session.send(fence).catch((error: Error) => this.deps.log('warn', `${what} could not be sent`, { error: error.message }));
   }
 
   /** An execution journaled as running on a kernel that is not this notebook's any more. */
@@ -441,6 +455,26 @@ export class NotebookKernel implements ExecutionHooks {
         this.deps.flusher.schedule(target);
       }
     }
+  }
+
+  idleWithoutReply(execution: Execution): void {
+    const session = this.session;
+    if (!session || this.running !== execution) return;
+    // A reply still on its way comes before the fence's own reply on the shell channel; if the fence answers first,
+    // the kernel dropped the request (seen: an interrupt taken by ipykernel's request handling, before the code ran).
+    this.fence(
+      session,
+      (message) => message.channel === 'shell' && message.header.msg_type === 'kernel_info_reply',
+      () => {
+        if (execution.isTerminal || execution.replied) return;
+        const noReply = 'the kernel went idle without replying to this request';
+        const reason = execution.stopReason;
+        if (reason === null) this.finish(execution, 'failed', `${noReply} (an error in the kernel's own request handling: see the kernel log)`);
+        else if (reason === 'timed_out') this.finish(execution, 'timed_out', `the execution ran past its timeout and was interrupted; ${noReply}`);
+        else this.finish(execution, reason, `interrupted on request; ${noReply}: the interrupt reached it before or around the code, which may not have run`);
+      },
+      'the reply check',
+    );
   }
 
   completed(execution: Execution): void {
