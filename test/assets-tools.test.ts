@@ -14,6 +14,7 @@ import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { AssetStore } from '../src/notebook/assets.js';
 import { registerAssetTools } from '../src/server/tools/assets.js';
+import { serveTools } from '../src/server/tools/registry.js';
 import { Workspace } from '../src/server/workspace.js';
 
 const DAY = 24 * 3600_000;
@@ -31,6 +32,7 @@ before(async () => {
   assets = new AssetStore({ workspaceRoot: workspace.config.workspace, db: workspace.db, now: () => clock.now });
   server = new McpServer({ name: 'assets-test', version: '0.0.0' });
   registerAssetTools(server, workspace, assets);
+  serveTools(server);
   client = new Client({ name: 'assets-test-client', version: '0.0.0' });
   const [clientTransport, serverTransport] = InMemoryTransport.createLinkedPair();
   await Promise.all([server.connect(serverTransport), client.connect(clientTransport)]);

@@ -72,6 +72,8 @@ const BAD_CALLS: Array<[string, Record<string, unknown>, RegExp]> = [
   ['read_asset', { asset_path: '../../etc/passwd' }, /outside|assets|workspace/i],
   ['sync_notebook', { notebook_path: 'good.ipynb', strategy: 'fastest' }, /strategy must be 'smart', 'incremental' or 'full'/],
   ['list_notebooks', { directory: '../..' }, /outside|leaves|workspace/i],
+  ['run_cell', { notebook_path: 'good.ipynb' }, /unknown tool 'run_cell': this server's tools are .*execute_cell/],
+  ['execute_code', { notebook_path: ['a.ipynb'], code: 1 }, /notebook_path must be a string[^]*code must be a string/],
 ];
 
 function cellIdPlaceholder(): string {

@@ -13,13 +13,7 @@ import type { Tool } from '@modelcontextprotocol/sdk/types.js';
 import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { createMcpServer } from '../src/server/mcp.js';
-import { registerAssetTools } from '../src/server/tools/assets.js';
-import { registerExecutionTools } from '../src/server/tools/execution.js';
-import { registerKernelTools } from '../src/server/tools/kernels.js';
-import { registerNotebookTools } from '../src/server/tools/notebooks.js';
-import { registerServerTools } from '../src/server/tools/server-status.js';
-import { registerSyncTools } from '../src/server/tools/sync.js';
-import { registerVariableTools } from '../src/server/tools/variables.js';
+import { registeredSpecs } from '../src/server/tools/registry.js';
 import { Workspace } from '../src/server/workspace.js';
 
 setFlagsFromString('--expose-gc');
@@ -51,14 +45,15 @@ async function listTools(server: McpServer): Promise<Tool[]> {
 }
 
 test("a session's tools/list answer is exactly what McpServer itself builds from the same tools", async () => {
-  // McpServer's own tools/list handler, converting the zod schemas on the request.
+  // McpServer's own tools/list handler, converting the zod schemas on the request, given the same specs.
   const reference = new McpServer({ name: 'reference', version: '0.0.0' }, { capabilities: { tools: {} } });
-  // In the order createMcpServer registers them.
-  for (const register of [registerNotebookTools, registerExecutionTools, registerSyncTools, registerKernelTools, registerVariableTools]) register(reference, workspace);
-  registerAssetTools(reference, workspace, workspace.assets);
-  registerServerTools(reference, workspace);
+  const session = createMcpServer(workspace);
+  for (const spec of registeredSpecs(session)) {
+    const { name, title, description, inputSchema, outputSchema, annotations } = spec;
+    reference.registerTool(name, { title, description, inputSchema, outputSchema, ...(annotations ? { annotations } : {}) }, () => ({ content: [] }));
+  }
   const expected = await listTools(reference);
-  const first = await listTools(createMcpServer(workspace));
+  const first = await listTools(session);
   const second = await listTools(createMcpServer(workspace));
 
   assert.ok(expected.length >= 30, `only ${expected.length} tools listed`);

@@ -17,6 +17,7 @@ import { RemoteKernelProvider, parseHeader } from '../kernel/remote-provider.js'
 import { SwitchingProvider } from '../kernel/switching-provider.js';
 import type { KernelProvider } from '../kernel/types.js';
 import type { Logger } from '../log.js';
+import { connectServer } from '../server/connect.js';
 
 export async function serve(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -160,7 +161,7 @@ export async function serve(argv: string[]): Promise<number> {
     };
     transport.onclose = clientLeft;
     process.stdin.on('end', clientLeft);
-    await server.connect(transport);
+    await connectServer(server, transport);
     closeServers = () => server.close();
     log('info', 'serving MCP over stdio');
   }

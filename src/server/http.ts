@@ -11,6 +11,7 @@ import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from '../log.js';
 import { allowedHostSet, allowedOriginSet, checkRequest, hostForHeader, type GuardDecision, type GuardPolicy } from './http-guard.js';
 import { PROMETHEUS_CONTENT_TYPE, collectMetrics, httpMetrics, methodLabel, metricsRegistry, pathLabel, type Registry } from './metrics.js';
+import { connectServer } from './connect.js';
 import type { Workspace } from './workspace.js';
 
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -327,7 +328,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       sessions.delete(id);
       log('info', 'MCP session closed', { session: id, sessions: sessions.size });
     };
-    await server.connect(transport);
+    await connectServer(server, transport);
     await transport.handleRequest(req, res, body);
   }
 

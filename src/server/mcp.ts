@@ -6,8 +6,8 @@ import { enableExecutionTasks } from './tasks.js';
 import { registerAssetTools } from './tools/assets.js';
 import { registerExecutionTools } from './tools/execution.js';
 import { registerKernelTools } from './tools/kernels.js';
-import { serveSharedToolList, setToolContext } from './tools/common.js';
 import { registerNotebookTools } from './tools/notebooks.js';
+import { serveTools, setToolContext } from './tools/registry.js';
 import { registerServerTools } from './tools/server-status.js';
 import { registerSyncTools } from './tools/sync.js';
 import { registerVariableTools } from './tools/variables.js';
@@ -41,9 +41,9 @@ export function createMcpServer(workspace: Workspace): McpServer {
   registerVariableTools(server, workspace);
   registerAssetTools(server, workspace, workspace.assets);
   registerServerTools(server, workspace);
-  serveSharedToolList(server);
   registerNotebookResources(server, workspace);
   // execute_cell, execute_code and run_all_cells can also be called as MCP tasks (after the tools are registered).
   enableExecutionTasks(server, workspace);
+  serveTools(server);
   return server;
 }

@@ -2,12 +2,13 @@
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { isJSONRPCErrorResponse, isJSONRPCNotification, isJSONRPCRequest, isJSONRPCResultResponse, type JSONRPCMessage, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { JSONRPCMessage, MessageExtraInfo, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../log.js';
 import { ownerHandshake, type OwnerListener } from './ownership.js';
 import { VERSION } from './version.js';
+import { connectServer } from './connect.js';
 import type { Workspace } from './workspace.js';
 
 /**
@@ -29,10 +30,12 @@ export class ClientTransport implements Transport {
 
   constructor(input: Readable, output: Writable) {
     this.inner = new StdioServerTransport(input, output);
+    // Told apart by shape: the transport has already checked each message against the JSON-RPC schema, and the
+    // SDK's guards would parse every message again with zod (about 0.1 ms for an execution's result).
     this.inner.onmessage = (message: JSONRPCMessage) => {
-      if (isJSONRPCRequest(message)) this.handling.add(message.id);
+      if ('method' in message && 'id' in message) this.handling.add(message.id);
       // A cancelled request is never answered.
-      else if (isJSONRPCNotification(message) && message.method === 'notifications/cancelled') this.settled(message.params?.['requestId'] as RequestId);
+      else if ('method' in message && message.method === 'notifications/cancelled') this.settled(message.params?.['requestId'] as RequestId);
       this.onmessage?.(message);
     };
     this.inner.onerror = (error) => this.onerror?.(error);
@@ -44,9 +47,8 @@ export class ClientTransport implements Transport {
   }
 
   async send(message: JSONRPCMessage): Promise<void> {
-    if (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) {
-      if (message.id !== undefined) this.settled(message.id);
-    }
+    // A response (result or error) has an id and no method.
+    if (!('method' in message) && 'id' in message && message.id !== undefined) this.settled(message.id);
     if (this.gone) return;
     await this.inner.send(message);
   }
@@ -186,7 +188,7 @@ export class WorkspaceOwner {
     const transport = new ClientTransport(socket, socket);
     connection.server = server;
     connection.transport = transport;
-    await server.connect(transport);
+    await connectServer(server, transport);
     socket.resume();
     if (pid !== process.pid) this.options.log('info', 'serving a follower process', { pid });
   }

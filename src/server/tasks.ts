@@ -1,23 +1,18 @@
 // MCP tasks (protocol 2025-11-25) for execute_cell, execute_code and run_all_cells, answered from the execution journal.
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import {
-  CallToolRequestSchema,
   CancelTaskRequestSchema,
   ElicitResultSchema,
   ErrorCode,
   GetTaskPayloadRequestSchema,
   GetTaskRequestSchema,
   ListTasksRequestSchema,
-  ListToolsRequestSchema,
   McpError,
   RELATED_TASK_META_KEY,
-  type CallToolRequest,
   type CallToolResult,
   type CreateTaskResult,
   type ListTasksResult,
-  type ListToolsResult,
   type ServerNotification,
   type ServerRequest,
   type Task,
@@ -30,11 +25,10 @@ import { redactToolResult } from './redact.js';
 import { TASK_TOOLS, TaskJournal, type TaskRecord, type TaskTool } from './task-journal.js';
 import { describeTask, isTerminalState, type ExecutionView } from './task-status.js';
 import { batchResult } from './tools/execution.js';
+import { callTool, setTaskRoute } from './tools/registry.js';
 import type { Workspace } from './workspace.js';
 
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
-/** A request handler as the SDK stores it: it takes the raw request and parses it itself. */
-type InstalledHandler = (request: unknown, extra: Extra) => Promise<unknown>;
 
 const LIST_PAGE = 50;
 /** How long one input() question may stay open in the client before tasks/result stops asking (send_input still works). */
@@ -58,23 +52,6 @@ function bookOf(workspace: Workspace): TaskBook {
 
 function isTaskTool(name: string): name is TaskTool {
   return (TASK_TOOLS as readonly string[]).includes(name);
-}
-
-/**
- * The handler McpServer installed for `method`. The SDK has no public way to wrap it: its own task path for
- * `taskSupport: 'optional'` tools answers normal calls by sleeping and re-reading a TaskStore in a loop, and its
- * tasks/result handler waits the same way, so we keep McpServer's handlers for normal calls and route task-augmented
- * ones ourselves. This reads the SDK's handler table (private in 1.32) once, and fails loudly if it has moved.
- */
-function installedHandler(server: Server, method: string): InstalledHandler {
-  const table = (server as unknown as { _requestHandlers?: unknown })._requestHandlers;
-  const handler = table instanceof Map ? (table.get(method) as unknown) : undefined;
-  if (typeof handler !== 'function') {
-    throw new Error(
-      `cannot enable MCP tasks: the MCP SDK keeps no '${method}' handler where @modelcontextprotocol/sdk 1.32 does. Pin the SDK to 1.32.x, or update src/server/tasks.ts for this version.`,
-    );
-  }
-  return handler as InstalledHandler;
 }
 
 function textOf(result: CallToolResult): string {
@@ -117,8 +94,9 @@ function fromSnapshot(snapshot: Snapshot): ExecutionView {
 }
 
 /**
- * Lets this McpServer (one client session) run execute_cell, execute_code and run_all_cells as MCP tasks. Call it
- * after the tools are registered and before connecting. Normal calls still go through McpServer untouched.
+ * Lets this McpServer (one client session) run execute_cell, execute_code and run_all_cells as MCP tasks: registers
+ * the tasks/* handlers and the route serveTools (tools/registry.ts) takes for task-augmented tools/call requests.
+ * Call it after the tools are registered and before serveTools.
  *
  * Task ids are the execution id (execute_cell, execute_code) or the batch id (run_all_cells): random UUIDs that
  * stay valid, like execution ids, for as long as the state database is kept, in every session (there is no
@@ -129,8 +107,6 @@ export function enableExecutionTasks(mcp: McpServer, workspace: Workspace): void
   const engine = workspace.engine;
   const book = bookOf(workspace);
   server.registerCapabilities({ tasks: { list: {}, cancel: {}, requests: { tools: { call: {} } } } });
-  const callTool = installedHandler(server, 'tools/call');
-  const listTools = installedHandler(server, 'tools/list');
 
   /** Only a client that takes form elicitation can be asked for input() through tasks/result. */
   const canElicit = (): boolean => {
@@ -263,15 +239,13 @@ export function enableExecutionTasks(mcp: McpServer, workspace: Workspace): void
     }
   };
 
-  const createTask = async (request: CallToolRequest, extra: Extra): Promise<CreateTaskResult> => {
-    const tool = request.params.name;
+  const createTask = async (tool: string, args: Record<string, unknown>, extra: Extra): Promise<CreateTaskResult> => {
     if (!isTaskTool(tool)) {
       throw new McpError(ErrorCode.MethodNotFound, `${tool} cannot run as a task (only ${TASK_TOOLS.join(', ')} can): call it without 'task'.`);
     }
     // Accepting is the tool's own `wait: false` call (same validation, errors and metrics as a normal call); the
     // task then stands for the waiting. timeout_s does not apply: tasks/result waits for the end.
-    const { task: _requested, ...params } = request.params;
-    const accepted = (await callTool({ ...request, params: { ...params, arguments: { ...params.arguments, wait: false } } }, extra)) as CallToolResult;
+    const accepted = await callTool(mcp, tool, { ...args, wait: false }, extra);
     if (accepted.isError) throw new McpError(ErrorCode.InvalidParams, textOf(accepted));
     const structured = accepted.structuredContent ?? {};
     const listed: unknown[] = tool === 'run_all_cells' ? (Array.isArray(structured.execution_ids) ? structured.execution_ids : []) : [structured.execution_id];
@@ -284,7 +258,7 @@ export function enableExecutionTasks(mcp: McpServer, workspace: Workspace): void
     const record = book.journal.insert({
       taskId,
       tool,
-      notebookPath: first?.notebookPath ?? String(params.arguments?.notebook_path ?? ''),
+      notebookPath: first?.notebookPath ?? String(args['notebook_path'] ?? ''),
       executionIds: ids,
       createdAt: Date.now(),
     });
@@ -298,15 +272,7 @@ export function enableExecutionTasks(mcp: McpServer, workspace: Workspace): void
     };
   };
 
-  server.setRequestHandler(ListToolsRequestSchema, async (request, extra) => {
-    const listed = (await listTools(request, extra)) as ListToolsResult;
-    return { ...listed, tools: listed.tools.map((tool) => (isTaskTool(tool.name) ? { ...tool, execution: { ...tool.execution, taskSupport: 'optional' as const } } : tool)) };
-  });
-
-  server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
-    if (request.params.task === undefined) return (await callTool(request, extra)) as CallToolResult;
-    return createTask(request, extra);
-  });
+  setTaskRoute(mcp, { tools: TASK_TOOLS, create: createTask });
 
   server.setRequestHandler(GetTaskRequestSchema, async (request) => describe(find(request.params.taskId)));
 

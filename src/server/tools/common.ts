@@ -1,13 +1,10 @@
 // Shared pieces of every tool: parameter schemas with helpful errors, cell references, result building.
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
-import { toJsonSchemaCompat } from '@modelcontextprotocol/sdk/server/zod-json-schema-compat.js';
-import { ListToolsRequestSchema, type CallToolResult, type ServerNotification, type ServerRequest, type Tool } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult, ServerNotification, ServerRequest } from '@modelcontextprotocol/sdk/types.js';
 import { z, type ZodObject, type ZodRawShape, type ZodTypeAny } from 'zod';
 import type { CellRef } from '../../notebook/notebooks.js';
 import type { McpContent } from '../../notebook/outputs.js';
-import { toolMetrics, type ToolMetrics } from '../metrics.js';
-import { redactToolResult } from '../redact.js';
 import type { Workspace } from '../workspace.js';
 
 export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
@@ -106,7 +103,6 @@ export interface ToolSpec<Input extends ZodRawShape> {
 }
 
 export type ToolArgs<Input extends ZodRawShape> = z.objectOutputType<Input, ZodTypeAny, 'strip'>;
-export type ToolHandler<Input extends ZodRawShape> = (args: ToolArgs<Input>, extra: ToolExtra) => Promise<CallToolResult>;
 
 /**
  * The spec of a tool whose input object is strict: an unknown or misspelt parameter is an error that lists the
@@ -132,140 +128,7 @@ export function toolSpec<Input extends ZodRawShape, Output extends ZodRawShape>(
   };
 }
 
-/** What every tool of one MCP server applies to its results. */
-export interface ToolContext {
-  /** Replace secrets in text returned to the agent (the notebook and the journal keep the originals). */
-  redact: boolean;
-}
-
-const contexts = new WeakMap<McpServer, ToolContext>();
-
-/** Sets the context of a server's tools (createMcpServer does it from the workspace config); read at each call. */
-export function setToolContext(server: McpServer, context: ToolContext): void {
-  contexts.set(server, context);
-}
-
-export interface ToolCallStats {
-  calls: number;
-  errors: number;
-  totalSeconds: number;
-  maxSeconds: number;
-}
-
-/** Calls that reached a handler since this process started, per tool (inputs refused by the schema are not counted). */
-const callStats = new Map<string, ToolCallStats>();
-
-export function toolCallStats(): Record<string, ToolCallStats> {
-  return Object.fromEntries([...callStats].map(([name, stats]) => [name, { ...stats }]));
-}
-
-/** Looked up once: the process-wide registry keeps its metrics for the life of the process. */
-let metricsOnce: ToolMetrics | undefined;
-const metrics = (): ToolMetrics => (metricsOnce ??= toolMetrics());
-
-function recordCall(name: string, seconds: number, failed: boolean): void {
-  metrics().calls.inc({ tool: name, outcome: failed ? 'error' : 'ok' });
-  metrics().duration.observe({ tool: name }, seconds);
-  let stats = callStats.get(name);
-  if (!stats) callStats.set(name, (stats = { calls: 0, errors: 0, totalSeconds: 0, maxSeconds: 0 }));
-  stats.calls += 1;
-  if (failed) stats.errors += 1;
-  stats.totalSeconds += seconds;
-  stats.maxSeconds = Math.max(stats.maxSeconds, seconds);
-}
-
-function redacted(server: McpServer, outcome: CallToolResult): CallToolResult {
-  if (!contexts.get(server)?.redact) return outcome;
-  const counts = new Map<string, number>();
-  const clean = redactToolResult(outcome, counts);
-  for (const [kind, n] of counts) metrics().redactions.inc({ kind }, n);
-  return clean;
-}
-
-/** The specs registered on each server, in order: its tools/list answer is built from them. */
-const registered = new WeakMap<McpServer, Array<ToolSpec<ZodRawShape>>>();
-
-/**
- * Registers a tool on one server: the shared spec, and this server's handler. Thrown errors become tool errors
- * (`isError: true`): the server never dies from a call.
- */
-export function defineTool<Input extends ZodRawShape>(server: McpServer, spec: ToolSpec<Input>, handler: ToolHandler<Input>): void {
-  server.registerTool(
-    spec.name,
-    {
-      title: spec.title,
-      description: spec.description,
-      inputSchema: spec.inputSchema,
-      outputSchema: spec.outputSchema,
-      ...(spec.annotations ? { annotations: spec.annotations } : {}),
-    },
-    (async (args: ToolArgs<Input>, extra: ToolExtra) => {
-      const started = process.hrtime.bigint();
-      let outcome: CallToolResult;
-      try {
-        outcome = await handler(args, extra);
-      } catch (error) {
-        outcome = { content: [{ type: 'text', text: errorText(error) }], isError: true };
-      }
-      recordCall(spec.name, Number(process.hrtime.bigint() - started) / 1e9, outcome.isError === true);
-      return redacted(server, outcome);
-    }) as never,
-  );
-  let specs = registered.get(server);
-  if (!specs) registered.set(server, (specs = []));
-  specs.push(spec as unknown as ToolSpec<ZodRawShape>);
-}
-
-/** A tool as tools/list shows it; the same conversion McpServer makes, done once per spec instead of per request. */
-const listings = new WeakMap<ToolSpec<ZodRawShape>, Tool>();
-
-function listingOf(spec: ToolSpec<ZodRawShape>): Tool {
-  let listing = listings.get(spec);
-  if (!listing) {
-    listing = deepFreeze({
-      name: spec.name,
-      title: spec.title,
-      description: spec.description,
-      inputSchema: toJsonSchemaCompat(spec.inputSchema, { strictUnions: true, pipeStrategy: 'input' }) as Tool['inputSchema'],
-      ...(spec.annotations ? { annotations: spec.annotations } : {}),
-      execution: { taskSupport: 'forbidden' as const },
-      outputSchema: toJsonSchemaCompat(spec.outputSchema, { strictUnions: true, pipeStrategy: 'output' }) as NonNullable<Tool['outputSchema']>,
-    });
-    listings.set(spec, listing);
-  }
-  return listing;
-}
-
-/** The last list built: every session of a process registers the same specs, so they share one answer. */
-let sharedList: { specs: ReadonlyArray<ToolSpec<ZodRawShape>>; tools: readonly Tool[] } | undefined;
-
-function listFor(specs: ReadonlyArray<ToolSpec<ZodRawShape>>): readonly Tool[] {
-  if (sharedList && sharedList.specs.length === specs.length && sharedList.specs.every((spec, i) => spec === specs[i])) return sharedList.tools;
-  sharedList = { specs: [...specs], tools: Object.freeze(specs.map(listingOf)) };
-  return sharedList.tools;
-}
-
-/**
- * Answers tools/list from the shared, precomputed listing of the server's tools (call it once every tool is
- * registered; tools are never disabled). McpServer would convert every zod schema to JSON Schema on each request.
- */
-export function serveSharedToolList(server: McpServer): void {
-  const specs = registered.get(server) ?? [];
-  let tools: readonly Tool[] | undefined;
-  server.server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: (tools ??= listFor(specs)) as Tool[] }));
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value)) deepFreeze(child);
-  }
-  return value;
-}
-
-function errorText(error: unknown): string {
-  if (error instanceof Error) return error.message;
-  return String(error);
-}
+// Registration and dispatch live in registry.ts; tool modules import them from here with the rest.
+export { defineTool, toolCallStats, type ToolCallStats } from './registry.js';
 
 export type ToolRegistrar = (server: McpServer, workspace: Workspace) => void;
