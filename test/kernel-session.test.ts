@@ -92,8 +92,12 @@ test('interrupting `while True: pass` gives KeyboardInterrupt and an error reply
       if (message.header.msg_type === 'stream' && String(message.content['text']).includes('looping')) void session.interrupt();
     },
   });
-  assert.equal(run.error?.ename, 'KeyboardInterrupt');
-  assert.equal(run.reply.content['status'], 'error');
+  const seen = `reply ${JSON.stringify(run.reply.content).slice(0, 300)}; iopub ${run.iopub.map((m) => m.header.msg_type).join(',')}`;
+  // The reply is the protocol's answer. The iopub traceback usually comes too, but a CI run under load once got the
+  // reply and idle without it (the engine takes the error from the reply then).
+  assert.equal(run.reply.content['status'], 'error', seen);
+  assert.equal(run.reply.content['ename'], 'KeyboardInterrupt', seen);
+  if (run.error) assert.equal(run.error.ename, 'KeyboardInterrupt', seen);
   assert.equal((await execute(session, '2*21')).result, '42', 'the kernel survives the interrupt');
 });
 
