@@ -100,7 +100,9 @@ test('an MCP cancellation of a waiting call interrupts its execution, and the ke
   const ended = await fx.ok<Execution>('get_execution', { execution_id: id, wait_s: 10 });
   console.log(`cancelled execution ended ${ended.status} after ${elapsedSince(cancelledAt).toFixed(0)} ms`);
   assert.ok(['cancelled', 'interrupted'].includes(ended.status), `the loop was stopped, status ${ended.status}`);
-  assert.match(textOfResult(ended.__result), /KeyboardInterrupt/, 'the kernel was interrupted, not just the call forgotten');
+  // The loop got a KeyboardInterrupt, or (about 1 in 10 under CPU load: the signal came just before the code ran)
+  // ipykernel's request handling took it and sent no reply. Either way the kernel was interrupted.
+  assert.match(textOfResult(ended.__result), /KeyboardInterrupt|went idle without replying/, 'the kernel was interrupted, not just the call forgotten');
 
   const next = await fx.ok<Execution>('execute_code', { notebook_path: path, code: 'print(6 * 7)', timeout_s: 20 });
   assert.equal(next.status, 'succeeded');
