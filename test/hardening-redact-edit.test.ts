@@ -164,6 +164,15 @@ test('over HTTP: an agent edits a cell it read redacted; the kernel runs the rea
   // A cell_type change alone does not look at the source.
   const retyped = await call('edit_cell', { notebook_path: 'k.ipynb', index: 1, cell_type: 'raw' });
   assert.ok(!retyped.isError, textOfResult(retyped));
+
+  // A new cell has no secret behind a marker copied into it: it is stored as typed, and the agent is told so.
+  const copied = await call('insert_cell', { notebook_path: 'k.ipynb', cell_type: 'code', source: shown });
+  assert.ok(!copied.isError, textOfResult(copied));
+  assert.match(textOfResult(copied), /note: 2 redaction marker\(s\) .* stored as typed.*os\.environ/);
+  const fresh = await call('create_notebook', { notebook_path: 'copy.ipynb', cells: [{ cell_type: 'code', source: 'key = "[REDACTED openai-api-key]"' }] });
+  assert.match(textOfResult(fresh), /note: 1 redaction marker\(s\)/);
+  const plain = await call('insert_cell', { notebook_path: 'k.ipynb', cell_type: 'code', source: 'print(1)' });
+  assert.doesNotMatch(textOfResult(plain), /redaction marker/);
 });
 
 test('over stdio (no redaction) the agent saw the real source, so a marker it writes is its own text', async () => {
@@ -171,6 +180,8 @@ test('over stdio (no redaction) the agent saw the real source, so a marker it wr
   cleanups.push(() => fx.close());
   await fx.ok('create_notebook', { notebook_path: 'p.ipynb', cells: [{ cell_type: 'code', source: `token = "${GITHUB_TOKEN}"` }] });
   await fx.ok('edit_cell', { notebook_path: 'p.ipynb', index: 0, source: 'token = "[REDACTED github-token]"' });
+  const inserted = await fx.call('insert_cell', { notebook_path: 'p.ipynb', cell_type: 'code', source: 'other = "[REDACTED github-token]"' });
+  assert.doesNotMatch(textOfResult(inserted), /redaction marker/, 'no note where nothing is redacted');
   const notebook = JSON.parse(readFileSync(join(fx.workspace, 'p.ipynb'), 'utf8')) as { cells: Array<{ source: string[] }> };
   assert.equal(notebook.cells[0]!.source.join(''), 'token = "[REDACTED github-token]"');
 });

@@ -364,6 +364,17 @@ export async function sourceForEdit(
   return restoreRedactedSecrets(joinText(locateCell(read.notebook, ref, read.path).cell.source), source);
 }
 
+/**
+ * The note insert_cell and create_notebook add when new source holds redaction markers: a new cell has no secret
+ * behind them to put back, so the agent learns that the marker, not the secret, was stored.
+ */
+export function newSourceMarkerNote(workspace: Workspace, sources: readonly string[]): string {
+  if (!workspace.config.redact) return '';
+  const markers = sources.reduce((count, source) => count + scanMarkers(source).length, 0);
+  if (markers === 0) return '';
+  return ` (note: ${markers} redaction marker(s) such as [REDACTED …] were stored as typed: the secret they once hid is not known here. Read the secret where it lives, e.g. os.environ, or edit the cell that holds it with edit_cell)`;
+}
+
 /** The note edit_cell adds to its result when it put secrets back. */
 export function restoredNote(restored: number): string {
   return restored > 0 ? ` (${restored} redacted secret(s) kept as they were in the cell)` : '';

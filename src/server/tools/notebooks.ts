@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { joinText, kernelspecOf, type Cell } from '../../notebook/nbformat.js';
 import { locateCell } from '../../notebook/notebooks.js';
 import { cellProvenance, cellState } from '../cell-state.js';
-import { restoredNote, sourceForEdit } from '../redact.js';
+import { newSourceMarkerNote, restoredNote, sourceForEdit } from '../redact.js';
 import { cutText, renderForAgent, summarize } from '../render.js';
 import { boolean, cellRef, cellRefShape, defineTool, indexSchema, notebookPathSchema, result, ToolInputError, toolSpec, type ToolRegistrar } from './common.js';
 
@@ -138,7 +138,7 @@ export const registerNotebookTools: ToolRegistrar = (server, workspace) => {
     });
     const outline = created.notebook.cells.map((cell, index) => ({ cell_id: cell.id, index, cell_type: cell.cell_type }));
     return result({
-      text: `created ${created.path} (kernel ${spec.name}, ${outline.length} cells)${outline.map((cell) => `\n[${cell.index}] ${cell.cell_type} id=${cell.cell_id}`).join('')}`,
+      text: `created ${created.path} (kernel ${spec.name}, ${outline.length} cells)${newSourceMarkerNote(workspace, (cells ?? []).map((cell) => cell.source))}${outline.map((cell) => `\n[${cell.index}] ${cell.cell_type} id=${cell.cell_id}`).join('')}`,
       structured: { notebook_path: created.path, kernel_name: spec.name, cells: outline },
     });
   });
@@ -217,7 +217,7 @@ export const registerNotebookTools: ToolRegistrar = (server, workspace) => {
       source,
     });
     return result({
-      text: `inserted ${cell_type} cell id=${inserted.cellId} at index ${inserted.index} in ${inserted.path}${externalNote(inserted.externalChange)}`,
+      text: `inserted ${cell_type} cell id=${inserted.cellId} at index ${inserted.index} in ${inserted.path}${newSourceMarkerNote(workspace, [source])}${externalNote(inserted.externalChange)}`,
       structured: { cell_id: inserted.cellId, index: inserted.index, external_change: inserted.externalChange },
     });
   });
