@@ -1,7 +1,7 @@
 // HTTP MCP sessions with no request in flight and no open SSE stream expire after MCP_JUPYTER_SESSION_IDLE_S (real server process, real SDK clients).
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -201,6 +201,37 @@ describe('HTTP session expiry', { timeout: 60_000 }, () => {
     );
     assert.equal(await server.sessionsGauge(), 1);
     await serverStatusWorks(holder.client);
+  });
+
+  test('the server arms TCP keep-alive on an open SSE stream, so a client that vanished without closing is found out', async () => {
+    // A quiet SSE stream sees no traffic: only keep-alive probes can tell that its peer is gone. Linux shows the
+    // armed keep-alive timer as timer type 02 on the server's side of the connection in /proc/net/tcp.
+    const port = Number(new URL(server.url).port);
+    const sse = await fetch(`${server.url}/mcp`, { headers: { ...AUTH, Accept: 'text/event-stream', 'mcp-session-id': await rawSession(server.url) } });
+    assert.equal(sse.status, 200);
+    const reader = sse.body!.getReader();
+    try {
+      const hex = port.toString(16).toUpperCase().padStart(4, '0');
+      const serverSide = (): string[][] =>
+        readFileSync('/proc/net/tcp', 'utf8')
+          .split('\n')
+          .map((line) => line.trim().split(/\s+/))
+          // local address on the server's port, state 01 (established)
+          .filter((fields) => fields[1]?.endsWith(`:${hex}`) && fields[3] === '01');
+      // While bytes the server wrote wait for the client's (delayed) ACK, the pending timer shown is the retransmit
+      // one (01); once all is acknowledged, the keep-alive timer (02) is the one armed. A server without keep-alive
+      // shows 00 then.
+      let seen: string[][] = [];
+      for (let attempt = 0; attempt < 30; attempt += 1) {
+        seen = serverSide();
+        if (seen.length > 0 && seen.every((fields) => fields[5]?.startsWith('02:'))) break;
+        await delay(100);
+      }
+      assert.ok(seen.length > 0, `no established connection on the server's port ${port}`);
+      for (const fields of seen) assert.equal(fields[5]?.split(':')[0], '02', `connection ${fields[2]} has no keep-alive timer: ${fields.join(' ')}`);
+    } finally {
+      await reader.cancel();
+    }
   });
 
   test("an expired session's next call is refused with 404 'session not found', and the client can re-initialize", async () => {

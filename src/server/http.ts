@@ -473,6 +473,11 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     requestTimeout: 30_000,
     // How often Node enforces both: its default (30 s) lets a slow client live up to twice as long.
     connectionsCheckingInterval: 1_000,
+    // TCP keep-alive probes on every connection after a minute of silence: an SSE stream (or /events socket) whose
+    // client vanished without a FIN is found dead and closed, so its session can expire. Without probes, nothing
+    // is ever sent or received on a quiet stream and the session would be held forever.
+    keepAlive: true,
+    keepAliveInitialDelay: 60_000,
   });
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch((error: unknown) => {

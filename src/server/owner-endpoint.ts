@@ -6,9 +6,9 @@ import type { JSONRPCMessage, MessageExtraInfo, RequestId } from '@modelcontextp
 import type net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../log.js';
+import { connectServer } from './connect.js';
 import { ownerHandshake, type OwnerListener } from './ownership.js';
 import { VERSION } from './version.js';
-import { connectServer } from './connect.js';
 import type { Workspace } from './workspace.js';
 
 /**
