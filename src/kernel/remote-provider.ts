@@ -9,6 +9,7 @@ import { rootCertificates } from 'node:tls';
 import { REMOTE_START_TIMEOUT_MS, RemoteKernelSession, isKernelGone, type RemoteKernelApi, type RemoteKernelModel } from './remote-session.js';
 import type { KernelProvider, KernelSpec, StartOptions, StoredKernel } from './types.js';
 import { TLS_CODES, type WsChannelOptions, type WsProtocol } from './ws-channel.js';
+import { isPlainObject } from '../util/plain-object.js';
 
 export type RemoteLog = (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void;
 
@@ -489,7 +490,7 @@ function parseDetails(details: Record<string, unknown>): RemoteDetails | undefin
 }
 
 function asRecord(value: unknown): Record<string, unknown> | undefined {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  return isPlainObject(value) ? value : undefined;
 }
 
 function httpDetail(response: { status: number; text: string }): string {

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { PROTOCOL_VERSION } from './protocol.js';
 import type { ChannelName, JupyterMessage, MessageHeader } from './types.js';
+import { isPlainObject } from '../util/plain-object.js';
 
 export const V1_SUBPROTOCOL = 'v1.kernel.websocket.jupyter.org';
 /** `v1`: binary frames with an offset table (jupyter_server ≥ 2); `legacy`: JSON text (binary only with buffers). */
@@ -114,7 +115,7 @@ function parseObject(bytes: Buffer | undefined): Record<string, unknown> | undef
 }
 
 function asObject(value: unknown): Record<string, unknown> | undefined {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  return isPlainObject(value) ? value : undefined;
 }
 
 function build(

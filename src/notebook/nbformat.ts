@@ -1,5 +1,6 @@
 // Reads, validates and writes nbformat 4.x notebooks so that an unchanged notebook round-trips byte for byte.
 import { randomBytes } from 'node:crypto';
+import { isPlainObject } from '../util/plain-object.js';
 
 // ---------------------------------------------------------------------------------------------
 // The model
@@ -637,7 +638,7 @@ export function changeCellType(cell: Cell, to: CellType): Cell {
 // Parsing + validation
 
 function isObject(v: unknown): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+  return isPlainObject(v);
 }
 
 function isMultiline(v: unknown): v is MultilineString {

@@ -2,6 +2,7 @@
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { joinText, splitLines, type Notebook } from '../notebook/nbformat.js';
 import { locateCell, type CellRef } from '../notebook/notebooks.js';
+import { isPlainObject } from '../util/plain-object.js';
 import type { Workspace } from './workspace.js';
 
 /**
@@ -190,10 +191,6 @@ function isJsonMime(mime: string): boolean {
   return mime === 'application/json' || mime.endsWith('+json');
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value);
-}
-
 function isText(value: unknown): value is string | string[] {
   return typeof value === 'string' || (Array.isArray(value) && value.every((line) => typeof line === 'string'));
 }
@@ -206,7 +203,7 @@ function redactOutputFields(output: Record<string, unknown>, counts: RedactionCo
   // Entry by entry: each is one frame, and the list keeps its length.
   if (Array.isArray(traceback)) output['traceback'] = traceback.map((entry: unknown) => (typeof entry === 'string' ? redactText(entry, counts) : entry));
   const data = output['data'];
-  if (!isRecord(data)) return;
+  if (!isPlainObject(data)) return;
   for (const [mime, value] of Object.entries(data)) {
     if (isTextMime(mime) && isText(value)) data[mime] = redactMultiline(value, counts);
     else if (isJsonMime(mime)) data[mime] = redactValue(value, counts);
@@ -219,9 +216,9 @@ function redactOutputFields(output: Record<string, unknown>, counts: RedactionCo
  * of its data. Images stay as they are, as in tool results.
  */
 export function redactOutput<T>(output: T, counts: RedactionCounts = new Map()): T {
-  if (!isRecord(output)) return output;
+  if (!isPlainObject(output)) return output;
   const copy: Record<string, unknown> = { ...output };
-  if (isRecord(copy['data'])) copy['data'] = { ...copy['data'] };
+  if (isPlainObject(copy['data'])) copy['data'] = { ...copy['data'] };
   redactOutputFields(copy, counts);
   return copy as T;
 }

@@ -21,6 +21,9 @@ export const notebookPathSchema = z
   .max(4096, 'notebook_path is too long (4096 characters at most)')
   .describe('Notebook path relative to the workspace root (absolute paths inside the root are accepted)');
 
+/** A kernelspec name; each tool adds its own description (list_kernelspecs shows the names). */
+export const kernelNameSchema = z.string({ invalid_type_error: 'kernel_name must be a kernelspec name string, e.g. python3' }).min(1);
+
 export const cellIdSchema = z
   .string({ invalid_type_error: 'cell_id must be a string: the nbformat cell id shown by read_notebook' })
   .min(1, 'cell_id must not be empty: use read_notebook to see the cell ids')

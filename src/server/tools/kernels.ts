@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { kernelspecOf } from '../../notebook/nbformat.js';
 import { interruptIgnoredText } from '../execution-result.js';
 import type { Workspace } from '../workspace.js';
-import { defineTool, notebookPathSchema, result, ToolInputError, toolSpec, type ToolRegistrar } from './common.js';
+import { defineTool, kernelNameSchema, notebookPathSchema, result, ToolInputError, toolSpec, type ToolRegistrar } from './common.js';
 
 function kernelSummary(workspace: Workspace, notebookPath: string): Record<string, unknown> {
   const kernel = workspace.engine.existingKernel(notebookPath);
@@ -43,7 +43,7 @@ const START_KERNEL_SPEC = toolSpec('start_kernel', {
   description: "Starts the notebook's kernel (one is also started on first execution). kernel_name picks another kernelspec and records it in the notebook.",
   input: {
     notebook_path: notebookPathSchema,
-    kernel_name: z.string({ invalid_type_error: 'kernel_name must be a kernelspec name string, e.g. python3' }).min(1).optional().describe('A kernelspec name; list_kernelspecs shows them'),
+    kernel_name: kernelNameSchema.optional().describe('A kernelspec name; list_kernelspecs shows them'),
   },
   output: { notebook_path: z.string(), status: z.string() },
 });

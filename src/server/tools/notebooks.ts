@@ -5,7 +5,7 @@ import { locateCell } from '../../notebook/notebooks.js';
 import { cellProvenance, cellState } from '../cell-state.js';
 import { newSourceMarkerNote, restoredNote, sourceForEdit } from '../redact.js';
 import { cutText, renderForAgent, summarize } from '../render.js';
-import { boolean, cellRef, cellRefShape, defineTool, indexSchema, notebookPathSchema, result, ToolInputError, toolSpec, type ToolRegistrar } from './common.js';
+import { boolean, cellRef, cellRefShape, defineTool, indexSchema, kernelNameSchema, notebookPathSchema, result, ToolInputError, toolSpec, type ToolRegistrar } from './common.js';
 
 const cellTypeSchema = z.enum(['code', 'markdown', 'raw'], { errorMap: () => ({ message: "cell_type must be 'code', 'markdown' or 'raw'" }) });
 const sourceSchema = z
@@ -32,7 +32,7 @@ const CREATE_NOTEBOOK_SPEC = toolSpec('create_notebook', {
   description: 'Creates a new notebook (never overwrites an existing file), optionally with cells.',
   input: {
     notebook_path: notebookPathSchema,
-    kernel_name: z.string({ invalid_type_error: 'kernel_name must be a kernelspec name string, e.g. python3' }).min(1).optional().describe('A kernelspec name (default python3); list_kernelspecs shows them'),
+    kernel_name: kernelNameSchema.optional().describe('A kernelspec name (default python3); list_kernelspecs shows them'),
     cells: z
       .array(z.object({ cell_type: cellTypeSchema, source: sourceSchema }).strict('each cell takes only cell_type and source'), {
         invalid_type_error: 'cells must be a list of {cell_type, source}',

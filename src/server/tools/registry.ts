@@ -11,6 +11,7 @@ import { ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type 
 import { z, type ZodError, type ZodRawShape } from 'zod';
 import { toolMetrics, type ToolMetrics } from '../metrics.js';
 import { redactToolResult } from '../redact.js';
+import { isPlainObject } from '../../util/plain-object.js';
 import type { ToolArgs, ToolExtra, ToolSpec } from './common.js';
 
 export type ToolHandler<Input extends ZodRawShape> = (args: ToolArgs<Input>, extra: ToolExtra) => Promise<CallToolResult>;
@@ -180,10 +181,6 @@ interface CallParams {
   name: string;
   args: Record<string, unknown> | undefined;
   task: boolean;
-}
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** The checks CallToolRequestSchema made, by hand. */
